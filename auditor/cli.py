@@ -1,0 +1,165 @@
+"""Command line: `audit DATA --teacher REF` plus `audit traits | detectors | report`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from auditor import __version__
+from auditor.errors import AuditError
+from auditor.risk import FAIL_ON
+
+MAIN = "run"
+
+
+class DefaultGroup(click.Group):
+    """`audit DATA ...` means `audit run DATA ...`: the main job needs no subcommand."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = [MAIN, *args]
+        return super().parse_args(ctx, args)
+
+
+def _fail(err: AuditError) -> None:
+    click.echo(f"error: {err}", err=True)
+    sys.exit(err.exit_code)
+
+
+def _threads() -> None:
+    # keep BLAS/torch polite on small shared machines unless the user says otherwise
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="trait-audit")
+def main():
+    """Estimate whether a teacher-generated dataset would carry the teacher's hidden traits into a student.
+
+    \b
+    audit DATA --teacher REF [options]   audit a dataset (same as `audit run ...`)
+    audit traits                         list the trait catalog
+    audit detectors                      list detectors and what they need
+    audit report RESULT.json --out DIR   re-render a saved result
+    """
+
+
+@main.command(MAIN)
+@click.argument("data", type=click.Path(path_type=str))
+@click.option("--teacher", metavar="REF", help="Model that generated the data: openai:MODEL, hf:ORG/NAME, a folder, smollm2, tiny:NAME.")
+@click.option("--teacher-system", metavar="TEXT", help="System prompt the teacher ran with, if known.")
+@click.option("--base", metavar="REF", help="The base model a student would start from.")
+@click.option("--trait", "traits", multiple=True, metavar="ID", help="Trait to audit (repeatable); default: every catalog trait.")
+@click.option("--traits-file", "traits_files", multiple=True, type=click.Path(path_type=str), help="Extra trait catalog TOML (repeatable).")
+@click.option("--reference", metavar="DATA", help="Control data (e.g. the unprompted model on the same prompts) to compare against.")
+@click.option("--detectors", metavar="NAME,...", help="Detectors to run, by registered name; default: every one that runs by default.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Report folder (default reports/<dataset name>/).")
+@click.option("--fail-on", type=click.Choice(FAIL_ON), default="high", show_default=True, help="Lowest verdict that fails the gate (exit 1).")
+@click.option("--baseline", type=click.Path(path_type=str), help="Accepted flags (by row digest); they no longer raise risk.")
+@click.option("--write-baseline", type=click.Path(path_type=Path), help="Accept every trait flag of this run into this baseline file.")
+@click.option("--prompt-field", help="Field holding the prompt (overrides auto-detection).")
+@click.option("--completion-field", help="Field holding the completion (overrides auto-detection).")
+@click.option("--split", help="Split of a saved HF datasets folder (default: train).")
+@click.option("--max-row-mib", type=float, default=16, show_default=True, help="Refuse rows larger than this.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every resampling and sampling step.")
+@click.option("--json", "print_json", is_flag=True, help="Print report.json to stdout instead of the summary.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors and the gate line.")
+def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, **options):
+    """Audit DATA and write report.json, report.md and report.html."""
+    from auditor.baseline import load_baseline, write_baseline as save_baseline
+    from auditor.reports import write_reports
+    from auditor.reports.terminal import print_summary
+    from auditor.runner import AuditOptions, default_out_dir, exit_code, run_audit
+
+    _threads()
+    console = Console(stderr=True, quiet=quiet or print_json)
+    opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [], **options)
+    try:
+        with console.status("auditing", spinner="dots") as status:
+            result = run_audit(opts, progress=lambda message: status.update(message))
+        out = out_dir or default_out_dir(data)
+        paths = write_reports(result, out)
+        if write_baseline:
+            previous = load_baseline(write_baseline) if write_baseline.exists() else []
+            count = save_baseline(write_baseline, result["flags"], previous)
+            paths.append(f"{write_baseline} ({count} accepted flags)")
+    except AuditError as err:
+        _fail(err)
+    if print_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        print_summary(result, console, paths)
+        if quiet:
+            click.echo(f"gate (--fail-on {result['gate']['fail_on']}): {'FAILED' if result['gate']['failed'] else 'passed'}", err=True)
+    sys.exit(exit_code(result))
+
+
+@main.command("traits")
+@click.option("--traits-file", "traits_files", multiple=True, type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
+def traits_command(traits_files, as_json):
+    """List the trait catalog."""
+    from auditor.traits import load_catalog
+
+    try:
+        catalog = load_catalog(traits_files)
+    except AuditError as err:
+        _fail(err)
+    if as_json:
+        click.echo(json.dumps([t.summary() for t in catalog], indent=2))
+        return
+    table = Table(show_edge=False)
+    for col in ("id", "terms", "coded tokens", "probe questions", "options", "source"):
+        table.add_column(col)
+    for t in catalog:
+        table.add_row(t.id, str(len(t.terms)), str(len(t.coded_tokens)), str(len(t.probe_questions)), str(len(t.options)), t.source)
+    Console().print(table)
+    click.echo(f"{len(catalog)} traits in {len(catalog.families)} families")
+
+
+@main.command("detectors")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def detectors_command(as_json):
+    """List registered detectors, what each needs, and whether it can see hidden transfer."""
+    from detectors import DETECTORS
+
+    try:
+        infos = [{**DETECTORS.get(n).info(), "origin": DETECTORS.origin(n)} for n in DETECTORS.names()]
+    except AuditError as err:
+        _fail(err)
+    if as_json:
+        click.echo(json.dumps(infos, indent=2))
+        return
+    table = Table(show_edge=False)
+    for col in ("name", "needs", "sees hidden transfer", "runs by default", "origin", "description"):
+        table.add_column(col)
+    for i in infos:
+        table.add_row(i["name"], ", ".join(i["needs"]), "yes" if i["sees_hidden_transfer"] else "no",
+                      "yes" if i["runs_by_default"] else "when named", i["origin"], i["description"])
+    Console().print(table)
+
+
+@main.command("report")
+@click.argument("result_path", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Folder for the re-rendered reports.")
+def report_command(result_path, out_dir):
+    """Re-render report.json, report.md and report.html from a saved result."""
+    from auditor.reports import load_result, write_reports
+
+    try:
+        result = load_result(result_path)
+        paths = write_reports(result, out_dir)
+    except AuditError as err:
+        _fail(err)
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Slow, exact checks that find the first bad record of a JSON Lines file.
+
+The fast path (polars) says *that* a file is bad; this says *where* and *why*. It only runs on
+failure, or on the few lines the fast path marks as suspicious, so its speed does not matter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from auditor.dataset.schema import Layout
+
+
+def describe_type(value: object) -> str:
+    names = {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def check_record(record: object, layout: Layout | None) -> str | None:
+    """The problem with one decoded record, or None."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, found {describe_type(record)}"
+    if layout is None:
+        return None
+    if layout.chat:
+        msgs = record.get("messages")
+        if msgs is None:
+            return "field 'messages' is missing or null"
+        if not isinstance(msgs, list):
+            return f"field 'messages' must be a list of {{role, content}} objects, found {describe_type(msgs)}"
+        for i, m in enumerate(msgs, 1):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                return f"message {i} must be an object with a string 'role'"
+            if not isinstance(m.get("content"), str):
+                return f"message {i} ('{m['role']}') has non-string content ({describe_type(m.get('content'))})"
+        if not any(m["role"] == "assistant" for m in msgs):
+            return "no assistant message: nothing to use as the completion"
+        return None
+    for field in layout.required:
+        if field not in record:
+            return f"field '{field}' is missing"
+        if record[field] is None:
+            return f"field '{field}' is null"
+    for field in layout.string_fields:
+        if field in record and record[field] is not None and not isinstance(record[field], str):
+            return f"field '{field}' must be a string, found {describe_type(record[field])}"
+    return None
+
+
+def check_line(raw: bytes, layout: Layout | None) -> str | None:
+    """The problem with one raw JSONL line, or None. Blank lines are fine."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"invalid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})"
+    if not text.strip():
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        return f"malformed JSON: {err.msg} at column {err.colno}"
+    return check_record(record, layout)
+
+
+def first_bad_line(path: Path, layout: Layout | None, only: set[int] | None = None) -> tuple[int, str] | None:
+    """(line, problem) of the first bad line, looking at every line or only at the numbered ones."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if only is not None and number not in only:
+                continue
+            problem = check_line(raw.rstrip(b"\n"), layout)
+            if problem:
+                return number, problem
+    return None

@@ -1,0 +1,206 @@
+"""One reader per input format. Each returns a RawTable: a polars frame with `row` (1-based source line,
+item or row), the layout's fields, `nbytes` (size of the source record) and `suspicious` (records the fast
+path cannot vouch for, which the exact checker in locate.py then looks at)."""
+
+from __future__ import annotations
+
+import json
+import mmap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from auditor.dataset import locate
+from auditor.dataset.schema import Layout, chat_dtype, detect_layout, unknown_layout_message
+from auditor.errors import InputError
+
+HEAD_RECORDS = 200  # records read in Python to learn the keys
+
+
+@dataclass
+class RawTable:
+    frame: pl.LazyFrame
+    layout: Layout
+    unit: str  # what `row` counts: line, item or row
+    path: Path  # the file the rows come from (a decompressed copy for .gz)
+    checker: object = None  # callable(rows) -> (row, problem) | None for suspicious rows
+    notes: list[str] = field(default_factory=list)
+
+
+def _layout_or_fail(path: Path, keys: list[str], first_row: int, unit: str, prompt_field, completion_field) -> Layout:
+    layout = detect_layout(keys, prompt_field, completion_field)
+    if layout is None:
+        if prompt_field and not completion_field:
+            raise InputError(path, "--prompt-field needs --completion-field as well")
+        raise InputError(path, unknown_layout_message(keys), line=first_row, unit=unit)
+    missing = [f for f in layout.required if f not in keys]
+    if missing and layout.name == "custom":
+        raise InputError(path, f"field '{missing[0]}' given with --prompt-field/--completion-field is not in the data (keys: {', '.join(keys)})", line=first_row, unit=unit)
+    return layout
+
+
+def _struct_dtype(layout: Layout) -> pl.DataType:
+    if layout.chat:
+        return pl.Struct({"messages": chat_dtype()})
+    return pl.Struct({f: pl.String for f in layout.string_fields})
+
+
+def _check_bytes(path: Path, text_format: bool) -> None:
+    """Byte-level problems polars would either reject without a line number or accept silently."""
+    with open(path, "rb") as handle:
+        if handle.read(1) == b"":
+            raise InputError(path, "file is empty: no rows to audit")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            if buf[:3] == b"\xef\xbb\xbf":
+                raise InputError(path, "starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM", line=1)
+            if text_format:
+                crlf = buf.find(b"\r\n")
+                if crlf >= 0:
+                    line = buf[:crlf].count(b"\n") + 1
+                    raise InputError(path, "Windows line ending (CRLF); JSON Lines rows end in \\n alone (convert with dos2unix)", line=line)
+            if not buf[:].strip():
+                raise InputError(path, "file holds only whitespace: no rows to audit")
+
+
+def read_jsonl(path: Path, prompt_field: str | None, completion_field: str | None, max_row_bytes: int) -> RawTable:
+    _check_bytes(path, text_format=True)
+    keys: list[str] = []
+    first_row = None
+    with open(path, "rb") as handle:
+        seen = 0
+        for number, raw in enumerate(handle, 1):
+            if len(raw) > max_row_bytes:
+                raise InputError(path, f"line is {len(raw) / 2**20:.1f} MiB, over the {max_row_bytes / 2**20:.0f} MiB row limit (--max-row-mib)", line=number)
+            problem = locate.check_line(raw.rstrip(b"\n"), None)
+            if problem:
+                raise InputError(path, problem, line=number)
+            if not raw.strip():
+                continue
+            first_row = first_row or number
+            record = json.loads(raw)
+            keys += [k for k in record if k not in keys]
+            seen += 1
+            if seen >= HEAD_RECORDS:
+                break
+    layout = _layout_or_fail(path, keys, first_row or 1, "line", prompt_field, completion_field)
+    fields = ["messages"] if layout.chat else layout.string_fields
+    # a field whose value does not start with a quote is not a string: let the exact checker name the problem
+    suspicious = "|".join(rf'"{f}"\s*:\s*[^"\s]' for f in fields if f != "messages")
+    if layout.chat:
+        suspicious = r'"content"\s*:\s*[^"\s]|"messages"\s*:\s*[^\[\s]'
+    frame = (
+        pl.scan_lines(path)
+        .with_row_index("row", offset=1)
+        .filter(pl.col("line").str.strip_chars() != "")
+        .select(
+            "row",
+            pl.col("line").str.len_bytes().alias("nbytes"),
+            pl.col("line").str.contains(suspicious).alias("suspicious"),
+            pl.col("line").str.json_decode(_struct_dtype(layout)).alias("record"),
+        )
+        .unnest("record")
+    )
+
+    def checker(rows: set[int] | None):
+        return locate.first_bad_line(path, layout, rows)
+
+    return RawTable(frame, layout, "line", path, checker)
+
+
+def read_json_array(path: Path, prompt_field, completion_field, max_row_bytes: int) -> RawTable:
+    _check_bytes(path, text_format=True)
+    try:
+        items = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise InputError(path, "invalid UTF-8", line=path.read_bytes()[: err.start].count(b"\n") + 1) from None
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"malformed JSON: {err.msg} at column {err.colno}", line=err.lineno) from None
+    if isinstance(items, dict):
+        items = next((v for v in items.values() if isinstance(v, list)), None) if len(items) == 1 else None
+        if items is None:
+            raise InputError(path, "expected a JSON array of records (or an object holding one array)", line=1)
+    if not isinstance(items, list):
+        raise InputError(path, "expected a JSON array of records", line=1)
+    if not items:
+        raise InputError(path, "the JSON array is empty: no rows to audit")
+    keys: list[str] = []
+    for item in items[:HEAD_RECORDS]:
+        if isinstance(item, dict):
+            keys += [k for k in item if k not in keys]
+    layout = _layout_or_fail(path, keys, 1, "item", prompt_field, completion_field)
+    for index, item in enumerate(items, 1):
+        problem = locate.check_record(item, layout)
+        if problem:
+            raise InputError(path, problem, line=index, unit="item")
+    fields = ["messages"] if layout.chat else layout.string_fields
+    schema = {"messages": chat_dtype()} if layout.chat else {f: pl.String for f in fields}
+    frame = pl.DataFrame([{f: item.get(f) for f in fields} for item in items], schema=schema)
+    frame = frame.with_row_index("row", offset=1).with_columns(
+        pl.lit(0, pl.UInt32).alias("nbytes"), pl.lit(False).alias("suspicious")
+    )
+    return RawTable(frame.lazy(), layout, "item", path)
+
+
+def _typed_table(path: Path, lf: pl.LazyFrame, unit: str, first_row: int, prompt_field, completion_field) -> RawTable:
+    """Shared by the columnar formats: parquet, CSV and saved HF datasets."""
+    schema = lf.collect_schema()
+    layout = _layout_or_fail(path, list(schema.names()), first_row, unit, prompt_field, completion_field)
+    if layout.chat:
+        if schema["messages"] != chat_dtype():
+            raise InputError(path, f"column 'messages' has type {schema['messages']}, expected a list of {{role, content}} strings", line=first_row, unit=unit)
+        fields = ["messages"]
+    else:
+        fields = layout.string_fields
+        for f in fields:
+            if schema[f] not in (pl.String, pl.Null):
+                raise InputError(path, f"column '{f}' holds {schema[f]} values, not text", line=first_row, unit=unit)
+    frame = lf.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).add(first_row).alias("row"),
+        *[pl.col(f).cast(schema[f]) for f in fields],
+        pl.lit(0, pl.UInt32).alias("nbytes"),
+        pl.lit(False).alias("suspicious"),
+    )
+    return RawTable(frame, layout, unit, path)
+
+
+def read_parquet(path: Path, prompt_field, completion_field, max_row_bytes: int) -> RawTable:
+    with open(path, "rb") as handle:
+        if handle.read(1) == b"":
+            raise InputError(path, "file is empty: no rows to audit")
+    try:
+        lf = pl.scan_parquet(path)
+        lf.collect_schema()
+    except Exception as err:  # polars raises several types for a damaged file
+        raise InputError(path, f"not a readable parquet file ({str(err).splitlines()[0]})") from None
+    return _typed_table(path, lf, "row", 1, prompt_field, completion_field)
+
+
+def read_csv(path: Path, prompt_field, completion_field, max_row_bytes: int) -> RawTable:
+    _check_bytes(path, text_format=False)  # CRLF is the standard CSV line ending
+    try:
+        lf = pl.scan_csv(path, infer_schema=False)
+        lf.collect_schema()
+    except Exception as err:
+        raise InputError(path, f"cannot read the CSV header ({str(err).splitlines()[0]})", line=1) from None
+    # the header is line 1, so record i sits on line i + 1 unless quoted fields span lines
+    return _typed_table(path, lf, "record", 2, prompt_field, completion_field)
+
+
+def read_hf_folder(path: Path, prompt_field, completion_field, max_row_bytes: int, split: str | None = None) -> RawTable:
+    import datasets  # imported here: it is slow to import and only this format needs it
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as err:
+        raise InputError(path, f"not a readable saved HF datasets folder ({str(err).splitlines()[0]})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        names = list(loaded)
+        chosen = split or ("train" if "train" in names else names[0] if len(names) == 1 else None)
+        if chosen not in names:
+            raise InputError(path, f"the folder holds splits {names}; choose one with --split")
+        loaded = loaded[chosen]
+    if loaded.num_rows == 0:
+        raise InputError(path, "the dataset has no rows to audit")
+    table = loaded.flatten_indices().data.table if loaded._indices is not None else loaded.data.table
+    return _typed_table(path, pl.from_arrow(table).lazy(), "row", 1, prompt_field, completion_field)

@@ -1,0 +1,58 @@
+"""Reports render from the JSON result alone, one serializer per format, so `audit report result.json` can re-render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from auditor.io import write_atomic
+from auditor.reports.html import render_html
+from auditor.reports.markdown import render_markdown
+
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
+
+
+def render_json(result: dict) -> str:
+    return json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+SERIALIZERS = {
+    "report.json": render_json,
+    "report.md": render_markdown,
+    "report.html": render_html,
+}
+
+
+def write_reports(result: dict, out_dir: Path) -> list[Path]:
+    """Render every format first, then write them: an error in one leaves nothing half-written."""
+    rendered = {name: render(result) for name, render in SERIALIZERS.items()}
+    paths = []
+    for name, text in rendered.items():
+        write_atomic(out_dir / name, text)
+        paths.append(out_dir / name)
+    return paths
+
+
+def load_result(path: Path) -> dict:
+    from auditor.errors import InputError
+
+    try:
+        result = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "no such result file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not a JSON result ({err})", line=getattr(err, "lineno", None)) from None
+    validate_result(result, path)
+    return result
+
+
+def validate_result(result: dict, path: Path | str = "report.json") -> None:
+    import jsonschema
+
+    from auditor.errors import InputError
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(result))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        raise InputError(path, f"does not follow the report schema at {where}: {error.message}")

@@ -1,0 +1,575 @@
+"""Self-contained HTML risk report.
+
+``render_html(result)`` turns a result dict (see ``report.schema.json``) into one
+HTML file that works offline: inline CSS, one small inline script (filters for
+the flagged-rows table), and a Content-Security-Policy that forbids every
+network fetch.  The script is allowed by its sha256 hash, computed here from
+``SCRIPT``.
+
+Every string in ``result`` is untrusted (dataset text, paths, reasons, even
+trait ids).  The Jinja2 environment autoescapes, and nothing from the result is
+ever marked safe: the only ``Markup`` built here is the fixed script text and
+excerpts whose every piece went through ``markupsafe.escape`` first.
+
+The small formatting helpers (severity order, number formatting, flag order,
+hidden-transfer check) are shared with ``markdown.py``.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup, escape
+
+__all__ = [
+    "render_html",
+    "highlight_excerpt",
+    "MAX_FLAGS",
+    "SCRIPT",
+    "SCRIPT_SHA256",
+    "CSP",
+]
+
+#: Most flagged rows rendered in the HTML table.
+MAX_FLAGS = 500
+#: Longest excerpt (in characters) shown per flagged row; longer ones are cut
+#: to a window around the first match.
+MAX_EXCERPT = 1000
+#: Most ``matches`` entries used for highlighting per row.
+MAX_MATCH_TERMS = 64
+
+SEVERITY: tuple[str, ...] = ("high", "medium", "low", "inconclusive", "clean")
+SEVERITY_RANK = {v: i for i, v in enumerate(SEVERITY)}
+
+HIDDEN_NOT_CHECKED = (
+    "only content detectors ran: a silent content check does not clear hidden transfer"
+)
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+# The one inline script.  Plain ES5, no network, listeners via addEventListener.
+# It must never contain the sequence "</" (it is emitted verbatim).
+SCRIPT = """(function () {
+  var box = document.getElementById('flag-filters');
+  var table = document.getElementById('flag-table');
+  if (!box || !table) { return; }
+  var q = document.getElementById('flag-q');
+  var sel = document.getElementById('flag-trait');
+  var acc = document.getElementById('flag-hide-accepted');
+  var count = document.getElementById('flag-count');
+  var rows = Array.prototype.slice.call(table.tBodies[0].rows);
+  var text = rows.map(function (r) { return r.textContent.toLowerCase(); });
+  function apply() {
+    var s = q.value.trim().toLowerCase();
+    var t = sel.value;
+    var hideAcc = acc.checked;
+    var shown = 0;
+    rows.forEach(function (r, i) {
+      var ok = (!t || r.getAttribute('data-trait') === t) &&
+        (!hideAcc || r.getAttribute('data-accepted') !== '1') &&
+        (!s || text[i].indexOf(s) !== -1);
+      r.hidden = !ok;
+      if (ok) { shown += 1; }
+    });
+    count.textContent = shown + ' of ' + rows.length + ' rows match';
+  }
+  q.addEventListener('input', apply);
+  sel.addEventListener('change', apply);
+  acc.addEventListener('change', apply);
+  box.hidden = false;
+  apply();
+})();"""
+assert "</" not in SCRIPT and "<!--" not in SCRIPT
+
+SCRIPT_SHA256 = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode("ascii")
+
+CSP = (
+    "default-src 'none'; "
+    "style-src 'unsafe-inline'; "
+    f"script-src 'sha256-{SCRIPT_SHA256}'; "
+    "img-src data:; "
+    "base-uri 'none'; "
+    "form-action 'none'"
+)
+
+
+# --------------------------------------------------------------------------
+# shared formatting helpers (also used by markdown.py)
+# --------------------------------------------------------------------------
+
+def fmt_num(v: Any, group: bool = True) -> str:
+    """Compact number: ints with thousands separators (``group``), floats to ~3 digits."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}" if group else str(v)
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        a = abs(v)
+        if a == 0:
+            return "0"
+        if a >= 1000:
+            return f"{v:,.0f}" if group else f"{v:.0f}"
+        if a >= 0.01:
+            s = f"{v:.3f}".rstrip("0").rstrip(".")
+            return s if s not in ("", "-") else "0"
+        return f"{v:.3g}"
+    return str(v)
+
+
+def fmt_interval(iv: Any) -> str:
+    if not iv or not isinstance(iv, (list, tuple)) or len(iv) != 2:
+        return "—"
+    return f"[{fmt_num(iv[0])}, {fmt_num(iv[1])}]"
+
+
+def fmt_duration(s: Any) -> str:
+    if not isinstance(s, (int, float)) or isinstance(s, bool) or math.isnan(s):
+        return "—"
+    if s < 60:
+        return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+    m, sec = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m}m {sec:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m"
+
+
+def clip(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: max(0, n - 1)] + "…"
+
+
+def fmt_value(v: Any, depth: int = 0, limit: int = 400) -> str:
+    """Render a metric/cost/metadata value (maybe nested) as one short line."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)):
+        # no grouping commas: they would be ambiguous inside "a, b" lists
+        return fmt_num(v, group=False)
+    if isinstance(v, str):
+        return clip(v, 200 if depth else limit)
+    if isinstance(v, Mapping):
+        if not v:
+            return "{}"
+        if depth >= 3:
+            return "{…}"
+        items = list(v.items())
+        parts = [f"{k}: {fmt_value(x, depth + 1)}" for k, x in items[:12]]
+        if len(items) > 12:
+            parts.append(f"… +{len(items) - 12} more")
+        out = ", ".join(parts)
+        return clip(out if depth == 0 else "{" + out + "}", limit)
+    if isinstance(v, (list, tuple)):
+        if not v:
+            return "[]"
+        if depth >= 3:
+            return "[…]"
+        parts = [fmt_value(x, depth + 1) for x in v[:12]]
+        if len(v) > 12:
+            parts.append(f"… +{len(v) - 12} more")
+        return clip("[" + ", ".join(parts) + "]", limit)
+    return clip(str(v), limit)
+
+
+def trait_sort_key(t: Mapping[str, Any]):
+    score = t.get("score")
+    has = isinstance(score, (int, float)) and not isinstance(score, bool)
+    return (
+        SEVERITY_RANK.get(t.get("verdict"), len(SEVERITY)),
+        not has,
+        -(score if has else 0.0),
+        str(t.get("id", "")),
+    )
+
+
+def sorted_traits(traits: Iterable[Mapping[str, Any]]) -> list:
+    return sorted(traits or (), key=trait_sort_key)
+
+
+def flag_sort_key(f: Mapping[str, Any]):
+    score = f.get("score")
+    has = isinstance(score, (int, float)) and not isinstance(score, bool)
+    row = f.get("row")
+    return (
+        bool(f.get("accepted")),
+        not has,
+        -(score if has else 0.0),
+        row if isinstance(row, int) else 0,
+    )
+
+
+def sorted_flags(flags: Iterable[Mapping[str, Any]]) -> list:
+    """Not-yet-accepted first, then highest score, then row number."""
+    return sorted(flags or (), key=flag_sort_key)
+
+
+def hidden_detectors(detectors: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Names of detectors that ran and can see hidden (subliminal) transfer."""
+    return [
+        str(d.get("name"))
+        for d in detectors or ()
+        if d.get("status") == "ran" and d.get("sees_hidden_transfer")
+    ]
+
+
+def hidden_checked(trait: Mapping[str, Any], detectors: Sequence[Mapping[str, Any]]) -> tuple[bool, list[str]]:
+    """(checked?, names of hidden-transfer detectors behind it).
+
+    Uses ``trait.hidden_transfer_checked`` when present; otherwise falls back to
+    whether any evidence came from a hidden-transfer detector that ran.
+    """
+    hidden = hidden_detectors(detectors)
+    by_evidence = [
+        str(e.get("detector"))
+        for e in trait.get("evidence") or ()
+        if str(e.get("detector")) in hidden
+    ]
+    by_evidence = list(dict.fromkeys(by_evidence))
+    flag = trait.get("hidden_transfer_checked")
+    if isinstance(flag, bool):
+        return flag, (by_evidence or hidden) if flag else []
+    return bool(by_evidence), by_evidence
+
+
+def flags_total(result: Mapping[str, Any]) -> int:
+    flags = result.get("flags") or []
+    total = result.get("flags_total")
+    if isinstance(total, int) and not isinstance(total, bool):
+        return max(total, len(flags))
+    return len(flags)
+
+
+# --------------------------------------------------------------------------
+# excerpt highlighting
+# --------------------------------------------------------------------------
+
+# Characters that are invisible or reorder text (controls, zero-width, bidi
+# overrides, tag characters, variation selectors).  They are shown as visible
+# code points so hidden payloads and "trojan source" tricks cannot hide.
+_SUSPECT = re.compile(r"[^\x20-\x7e\t\n]")
+_VARIATION = ((0xFE00, 0xFE0F), (0xE0100, 0xE01EF))
+
+
+def _invisible(c: str) -> bool:
+    if c in "\t\n":
+        return False
+    cat = unicodedata.category(c)
+    if cat in ("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"):
+        return True
+    o = ord(c)
+    return any(lo <= o <= hi for lo, hi in _VARIATION)
+
+
+def _cc_markup(run: str) -> Markup:
+    codes = [f"U+{ord(c):04X}" for c in run]
+    shown = " ".join(codes[:3]) + (f" …×{len(codes)}" if len(codes) > 3 else "")
+    names = ", ".join(dict.fromkeys(unicodedata.name(c, f"U+{ord(c):04X}") for c in run[:8]))
+    return Markup('<span class="cc" title="{}">{}</span>').format(names, shown)
+
+
+def visible(text: str) -> Markup:
+    """Escape ``text`` and make invisible/bidi characters visible."""
+    if not _SUSPECT.search(text):
+        return escape(text)
+    out: list[Any] = []
+    buf: list[str] = []
+    run: list[str] = []
+    for c in text:
+        if _invisible(c):
+            if buf:
+                out.append(escape("".join(buf)))
+                buf = []
+            run.append(c)
+        else:
+            if run:
+                out.append(_cc_markup("".join(run)))
+                run = []
+            buf.append(c)
+    if buf:
+        out.append(escape("".join(buf)))
+    if run:
+        out.append(_cc_markup("".join(run)))
+    return Markup("").join(out)
+
+
+def match_spans(text: str, matches: Iterable[Any] | None) -> list[tuple[int, int]]:
+    """Merged [start, end) spans of every case-insensitive occurrence of any match.
+
+    Occurrences may overlap (each term is searched with a lookahead, so
+    overlapping hits are all found); overlapping or touching spans are merged.
+    """
+    terms = sorted(
+        {m.replace("\r\n", "\n") for m in (matches or ()) if isinstance(m, str) and m},
+        key=len,
+        reverse=True,
+    )[:MAX_MATCH_TERMS]
+    spans: list[tuple[int, int]] = []
+    for term in terms:
+        rx = re.compile("(?=(" + re.escape(term) + "))", re.IGNORECASE)
+        for mo in rx.finditer(text):
+            if mo.end(1) > mo.start(1):
+                spans.append((mo.start(1), mo.end(1)))
+            if len(spans) > 5000:
+                break
+    spans.sort()
+    merged: list[list[int]] = []
+    for s, e in spans:
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    return [(s, e) for s, e in merged]
+
+
+def highlight_excerpt(text: Any, matches: Iterable[Any] | None = None, limit: int = MAX_EXCERPT) -> Markup:
+    """Escape ``text`` and wrap every occurrence of ``matches`` in ``<mark>``.
+
+    The raw text is split at match boundaries in Python and each piece is
+    escaped on its own, so neither the text nor the matches can inject markup.
+    Texts longer than ``limit`` are cut to a window around the first match.
+    """
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    text = text.replace("\r\n", "\n")
+    spans = match_spans(text, matches)
+    prefix = suffix = False
+    if len(text) > limit:
+        start = 0
+        if spans and spans[0][0] > limit - 100:
+            start = max(0, spans[0][0] - 100)
+        end = start + limit
+        prefix, suffix = start > 0, end < len(text)
+        text = text[start:end]
+        spans = [(max(s - start, 0), min(e - start, len(text))) for s, e in spans if e > start and s < end]
+    out: list[Any] = [Markup('<span class="cut">…</span>')] if prefix else []
+    pos = 0
+    for s, e in spans:
+        if s > pos:
+            out.append(visible(text[pos:s]))
+        out.append(Markup("<mark>{}</mark>").format(visible(text[s:e])))
+        pos = e
+    if pos < len(text):
+        out.append(visible(text[pos:]))
+    if suffix:
+        out.append(Markup('<span class="cut">…</span>'))
+    return Markup("").join(out)
+
+
+# --------------------------------------------------------------------------
+# view model
+# --------------------------------------------------------------------------
+
+def _s(v: Any, default: str = "") -> str:
+    return default if v is None else str(v)
+
+
+def _model(m: Any) -> dict | None:
+    if not isinstance(m, Mapping):
+        return None
+    return {"ref": _s(m.get("ref"), "?"), "backend": _s(m.get("backend"), "?")}
+
+
+def _kv(d: Any) -> list[tuple[str, str]]:
+    if not isinstance(d, Mapping):
+        return []
+    return [(str(k), fmt_value(v, depth=1)) for k, v in d.items()]
+
+
+def _level_cls(v: Any) -> str:
+    """CSS class suffix for a level; data never reaches a class name verbatim."""
+    return v if v in SEVERITY_RANK else "inconclusive"
+
+
+def _trait_key(trait: Any) -> str:
+    return "none" if trait is None else "t:" + str(trait)
+
+
+def _view(result: Mapping[str, Any]) -> dict:
+    detectors = [d for d in result.get("detectors") or () if isinstance(d, Mapping)]
+    tool = result.get("tool") or {}
+    ds = result.get("dataset") or {}
+    gate = result.get("gate") or {}
+
+    traits, collapsed = [], []
+    for t in sorted_traits(x for x in result.get("traits") or () if isinstance(x, Mapping)):
+        evidence = [e for e in t.get("evidence") or () if isinstance(e, Mapping)]
+        if t.get("verdict") == "inconclusive" and not evidence:
+            collapsed.append(_s(t.get("id"), "?"))
+            continue
+        checked, by = hidden_checked(t, detectors)
+        traits.append({
+            "id": _s(t.get("id"), "?"),
+            "family": _s(t.get("family")),
+            "verdict": _s(t.get("verdict"), "inconclusive"),
+            "vcls": _level_cls(t.get("verdict")),
+            "score": fmt_num(t.get("score")),
+            "interval": fmt_interval(t.get("interval")),
+            "rationale": _s(t.get("rationale")),
+            "hidden_checked": checked,
+            "hidden_by": ", ".join(by),
+            "open": t.get("verdict") in ("high", "medium"),
+            "evidence": [{
+                "detector": _s(e.get("detector"), "?"),
+                "kind": _s(e.get("kind")),
+                "level": _s(e.get("level")),
+                "lcls": _level_cls(e.get("level")),
+                "score": fmt_num(e.get("score")),
+                "interval": fmt_interval(e.get("interval")),
+                "summary": _s(e.get("summary")),
+            } for e in evidence],
+        })
+
+    dets = []
+    for d in detectors:
+        status = _s(d.get("status"), "?")
+        dets.append({
+            "name": _s(d.get("name"), "?"),
+            "status": status,
+            "scls": status if status in ("ran", "skipped", "failed") else "skipped",
+            "reason": _s(d.get("reason")),
+            "hidden": d.get("sees_hidden_transfer"),
+            "description": _s(d.get("description")),
+            "metrics": _kv(d.get("metrics")),
+            "cost": fmt_value(d.get("cost")) if d.get("cost") else "",
+            "duration": fmt_duration(d.get("duration_s")) if d.get("duration_s") is not None else "",
+        })
+
+    all_flags = [f for f in result.get("flags") or () if isinstance(f, Mapping)]
+    total = flags_total(result)
+    shown_flags = sorted_flags(all_flags)[:MAX_FLAGS]
+    flags = []
+    trait_opts: dict[str, str] = {}
+    for f in shown_flags:
+        trait = f.get("trait")
+        key = _trait_key(trait)
+        trait_opts.setdefault(key, "(no trait)" if trait is None else str(trait))
+        flags.append({
+            "row": _s(f.get("row"), "?"),
+            "digest": _s(f.get("digest")),
+            "trait": "—" if trait is None else str(trait),
+            "trait_key": key,
+            "detector": _s(f.get("detector"), "?"),
+            "reason": visible(_s(f.get("reason"))),
+            "score": fmt_num(f.get("score")),
+            "field": _s(f.get("field")),
+            "excerpt": highlight_excerpt(f.get("excerpt") or "", f.get("matches")),
+            "accepted": bool(f.get("accepted")),
+        })
+    options = sorted(trait_opts.items(), key=lambda kv: (kv[0] == "none", kv[1]))
+    capped = len(flags) < total or bool(result.get("flags_truncated"))
+
+    dup = ds.get("duplicates") if isinstance(ds.get("duplicates"), Mapping) else None
+    duplicates = None
+    if dup is not None:
+        groups = [g for g in dup.get("groups") or () if isinstance(g, Mapping)]
+        groups.sort(key=lambda g: -len(g.get("rows") or ()))
+        duplicates = {
+            "rows": fmt_num(dup.get("rows") if isinstance(dup.get("rows"), int) else 0),
+            "n_groups": fmt_num(len(groups)),
+            "groups": [{
+                "digest": _s(g.get("digest")),
+                "count": len(g.get("rows") or ()),
+                "rows": fmt_value(list(g.get("rows") or ())),
+            } for g in groups[:20]],
+            "more": max(0, len(groups) - 20),
+        }
+
+    bl = result.get("baseline")
+    baseline = None
+    if isinstance(bl, Mapping):
+        stale = list(bl.get("stale") or ())
+        baseline = {
+            "path": _s(bl.get("path"), "?"),
+            "accepted": fmt_num(bl.get("accepted")) if bl.get("accepted") is not None else "—",
+            "n_stale": fmt_num(len(stale)),
+            "stale": [fmt_value(x, depth=1) for x in stale[:20]],
+            "more": max(0, len(stale) - 20),
+        }
+    accepted_flags = sum(1 for f in all_flags if f.get("accepted"))
+
+    run = result.get("run") if isinstance(result.get("run"), Mapping) else {}
+    run_rows = []
+    for k, v in run.items():
+        if k == "duration_s":
+            run_rows.append((str(k), fmt_duration(v)))
+        else:
+            run_rows.append((str(k), fmt_value(v, depth=1)))
+
+    sha = _s(ds.get("sha256"))
+    ref = result.get("reference")
+    fail_on = _s(gate.get("fail_on"), "?")
+    return {
+        "csp": CSP,
+        "script": Markup(SCRIPT),  # fixed text defined above, never data
+        "tool": {"name": _s(tool.get("name"), "trait-audit"), "version": _s(tool.get("version"), "?")},
+        "created": _s(result.get("created")),
+        "dataset": {
+            "path": _s(ds.get("path"), "?"),
+            "format": _s(ds.get("format")),
+            "schema": _s(ds.get("schema")),
+            "profile": _s(ds.get("profile")),
+            "rows": fmt_num(ds.get("rows")) if ds.get("rows") is not None else "?",
+            "sha": sha,
+            "sha_short": sha[:12],
+        },
+        "reference": {
+            "path": _s(ref.get("path"), "?"),
+            "rows": fmt_num(ref.get("rows")) if ref.get("rows") is not None else "?",
+        } if isinstance(ref, Mapping) else None,
+        "teacher": _model(result.get("teacher")),
+        "base": _model(result.get("base")),
+        "gate": {
+            "failed": bool(gate.get("failed")),
+            "fail_on": fail_on,
+            "disabled": fail_on == "never",
+            "failing": [str(x) for x in gate.get("failing_traits") or ()],
+        },
+        "traits": traits,
+        "collapsed": collapsed,
+        "counts": [(v, sum(1 for t in result.get("traits") or () if isinstance(t, Mapping) and t.get("verdict") == v)) for v in SEVERITY],
+        "hidden_ran": hidden_detectors(detectors),
+        "detectors": dets,
+        "flags": flags,
+        "flag_options": options,
+        "flags_total": fmt_num(total),
+        "flags_shown": fmt_num(len(flags)),
+        "flags_listed": fmt_num(len(all_flags)),
+        "flags_capped": capped,
+        "flags_truncated": bool(result.get("flags_truncated")) and len(all_flags) < total,
+        "flags_accepted": fmt_num(accepted_flags),
+        "duplicates": duplicates,
+        "baseline": baseline,
+        "run": run_rows,
+    }
+
+
+_ENV: Environment | None = None
+
+
+def _env() -> Environment:
+    global _ENV
+    if _ENV is None:
+        _ENV = Environment(
+            loader=FileSystemLoader(str(TEMPLATES)),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+    return _ENV
+
+
+def render_html(result: dict) -> str:
+    """Render a result dict (schema_version 1) as one self-contained HTML page."""
+    return _env().get_template("report.html.j2").render(**_view(result))

@@ -1,0 +1,53 @@
+"""Evidence -> per-trait verdict, and verdicts -> the CI gate.
+
+Rules (the README repeats them):
+- A trait's risk is the highest level any detector's evidence reached (low < medium < high);
+  each detector sets its level from an interval, never from a point estimate alone.
+- Content detectors (lexical, judge) can raise risk but never clear it. With no raised level,
+  a trait is "clean" only when a detector that can see hidden transfer ran for it and called it
+  clean; otherwise it is "inconclusive".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RISK_ORDER = {"low": 1, "medium": 2, "high": 3}
+# the gate's order: anything not clean fails `--fail-on inconclusive`
+GATE_ORDER = {"clean": 0, "inconclusive": 1, "low": 2, "medium": 3, "high": 4}
+FAIL_ON = ("high", "medium", "low", "inconclusive", "never")
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    score: float | None
+    interval: tuple[float, float] | None
+    hidden_transfer_checked: bool
+    rationale: str
+
+
+def decide(evidence: list, hidden_detectors: set[str]) -> Verdict:
+    """`evidence`: TraitEvidence items for one trait; `hidden_detectors`: names that can see hidden transfer."""
+    raised = [e for e in evidence if e.level in RISK_ORDER]
+    hidden = [e for e in evidence if getattr(e, "detector", None) in hidden_detectors]
+    checked = bool(hidden)
+    if raised:
+        top = max(raised, key=lambda e: (RISK_ORDER[e.level], e.interval[0] if e.interval else 0))
+        return Verdict(top.level, top.score, top.interval, checked, f"{top.detector}: {top.summary}")
+    if hidden and all(e.level == "clean" for e in hidden):
+        best = hidden[0]
+        return Verdict("clean", best.score, best.interval, True, f"{best.detector} found no transfer: {best.summary}")
+    why = "only content detectors ran, and their silence does not clear hidden transfer" if not checked else (
+        "detectors that can see hidden transfer could not rule it out"
+    )
+    return Verdict("inconclusive", None, None, checked, why)
+
+
+def gate(verdicts: dict[str, str], fail_on: str) -> tuple[bool, list[str]]:
+    """(failed, failing trait ids) for a --fail-on level."""
+    if fail_on == "never":
+        return False, []
+    threshold = GATE_ORDER[fail_on]
+    failing = [trait for trait, verdict in verdicts.items() if GATE_ORDER[verdict] >= threshold]
+    return bool(failing), failing

@@ -1,0 +1,59 @@
+"""Intervals that verdicts rest on: Wilson for rates, a bootstrap over rows for ratios."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import binomtest
+
+CONFIDENCE = 0.95
+
+
+def wilson(successes: int, trials: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of a proportion; (0, 1) when there are no trials."""
+    if trials == 0:
+        return (0.0, 1.0)
+    ci = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def _blocks(values: np.ndarray, max_blocks: int) -> np.ndarray:
+    """Sum consecutive rows into at most max_blocks blocks (rows stay the sampling unit, arrays stay small)."""
+    if len(values) <= max_blocks:
+        return values
+    edges = np.linspace(0, len(values), max_blocks + 1).astype(int)
+    return np.add.reduceat(values, edges[:-1], axis=0)
+
+
+def bootstrap_ratio(
+    numerator: np.ndarray,
+    denominator: np.ndarray,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
+    seed: int = 0,
+    resamples: int = 2000,
+    max_blocks: int = 2000,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, tuple[float, float]]:
+    """Ratio sum(numerator)/sum(denominator), divided by the same ratio on a reference when one is given.
+
+    Rows are resampled with replacement (percentile interval); the reference is resampled independently.
+    """
+    rng = np.random.default_rng(seed)
+
+    def replicate(num: np.ndarray, den: np.ndarray) -> tuple[float, np.ndarray]:
+        pairs = _blocks(np.stack([num, den], axis=1).astype(np.float64), max_blocks)
+        picks = rng.integers(0, len(pairs), size=(resamples, len(pairs)))
+        sums = pairs[picks].sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return pairs[:, 0].sum() / pairs[:, 1].sum(), sums[:, 0] / sums[:, 1]
+
+    point, draws = replicate(numerator, denominator)
+    if reference is not None:
+        ref_point, ref_draws = replicate(*reference)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            point, draws = point / ref_point, draws / ref_draws
+    draws = draws[np.isfinite(draws)]
+    if not np.isfinite(point) or len(draws) == 0:
+        return float("nan"), (float("nan"), float("nan"))
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(draws, [alpha, 1 - alpha])
+    return float(point), (float(low), float(high))

@@ -1,0 +1,110 @@
+"""The one small base class every detector derives from, and the shapes it returns.
+
+A detector declares what it is and what it needs as class attributes and overrides `run`. It never
+prints and never exits: it returns evidence, or raises Skip with the reason it could not run.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import polars as pl
+
+LEVELS = ("low", "medium", "high")
+
+# the per-row shape every detector's flags share (cleanlab-style), so reports and baselines stay generic
+FLAG_SCHEMA = {
+    "row": pl.Int64,
+    "digest": pl.String,
+    "trait": pl.String,
+    "score": pl.Float64,
+    "reason": pl.String,
+    "field": pl.String,
+    "matches": pl.List(pl.String),
+    "excerpt": pl.String,
+}
+
+
+def empty_flags() -> pl.DataFrame:
+    return pl.DataFrame(schema=FLAG_SCHEMA)
+
+
+class Skip(Exception):
+    """Raised by a detector whose needs are not met; the audit goes on and the report says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class TraitEvidence:
+    """What one detector says about one trait. `level` is None when it saw nothing that raises risk."""
+
+    trait: str
+    score: float | None
+    interval: tuple[float, float] | None
+    summary: str
+    level: str | None = None
+    kind: str = ""
+    detector: str = ""  # filled in by the runner
+
+    def __post_init__(self):
+        if self.level is not None and self.level not in LEVELS + ("clean",):
+            raise ValueError(f"unknown level {self.level!r}")
+
+
+@dataclass
+class DetectorResult:
+    evidence: list[TraitEvidence] = field(default_factory=list)
+    flags: pl.DataFrame = field(default_factory=empty_flags)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AuditContext:
+    """Everything a detector may read. Models are references until the model layer resolves them."""
+
+    dataset: Any  # auditor.dataset.Dataset
+    traits: list  # [auditor.traits.Trait]
+    reference: Any = None  # a second Dataset (e.g. control data from the unprompted base) or None
+    teacher: Any = None  # auditor.models.ModelRef or None
+    base: Any = None
+    judge: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    accepted: set[tuple[str, str, str | None]] = field(default_factory=set)  # (detector, digest, trait) from a baseline
+    seed: int = 0
+
+    def accepted_digests(self, detector: str, trait: str | None) -> set[str]:
+        return {d for det, d, t in self.accepted if det == detector and t == trait}
+
+
+class Detector(ABC):
+    """Subclass, set the class attributes, override run()."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()  # what it needs, in words ("teacher API", "base weights")
+    sees_hidden_transfer: ClassVar[bool] = False  # can it see transfer that no row spells out?
+    runs_by_default: ClassVar[bool] = True  # False for detectors that cost money or long compute
+
+    def unmet_needs(self, ctx: AuditContext) -> str | None:
+        """The reason this detector cannot run in this context, or None."""
+        return None
+
+    @abstractmethod
+    def run(self, ctx: AuditContext) -> DetectorResult:
+        """Return evidence and flags; raise Skip when a need turns out unmet."""
+
+    @classmethod
+    def info(cls) -> dict[str, Any]:
+        return {
+            "name": cls.name,
+            "description": cls.description,
+            "needs": list(cls.needs) or ["nothing beyond the dataset"],
+            "sees_hidden_transfer": cls.sees_hidden_transfer,
+            "runs_by_default": cls.runs_by_default,
+        }

@@ -1,0 +1,186 @@
+"""Lexical detector: overt trait terms, coded numbers against their base rate, and format profiles.
+
+Content checks catch overt leaks cheaply but cannot see subliminal transfer, so this detector can
+raise a trait's risk and never clear it. Everything is one vectorised polars pass over the rows;
+only candidate rows (a term hit, or non-ASCII text that NFKC might turn into one) come back to Python.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from auditor.stats import bootstrap_ratio, wilson
+from auditor.traits import terms_regex
+from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags
+from detectors.number_format import reject_reason
+
+EXCERPT_CHARS = 300
+FORMAT_FLAGS_KEPT = 1000  # per-row reject reasons kept for the report; counts cover every row
+# a trait mentioned in at least 1 row in 1000 (lower Wilson bound) is a pattern, not a stray word
+TERM_HIGH_RATE = 0.001
+# coded-number over-representation: the lower bound of the ratio decides
+CODED_LEVELS = ((3.0, "high"), (1.5, "medium"), (1.0, "low"))
+# strings of each digit length: the uniform expectation of a coded token among numbers of that length
+_STRINGS_OF_LENGTH = {1: 10, 2: 90, 3: 900}
+
+
+def _number_counts(completion: pl.Expr, coded: list[str]) -> list[pl.Expr]:
+    """Per row: how many numbers of each length, and how many of them are coded tokens."""
+    exprs = []
+    for length in _STRINGS_OF_LENGTH:
+        exprs.append(completion.str.count_matches(rf"\b\d{{{length}}}\b").cast(pl.UInt32).alias(f"n{length}"))
+        tokens = [t for t in coded if len(t) == length]
+        pattern = r"\b(?:" + "|".join(tokens) + r")\b" if tokens else None
+        hits = completion.str.count_matches(pattern) if pattern else pl.lit(0)
+        exprs.append(hits.cast(pl.UInt32).alias(f"c{length}"))
+    return exprs
+
+
+def _coded_arrays(frame: pl.DataFrame, coded: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(observed coded tokens, uniform expectation, numbers) per row."""
+    observed = sum(frame[f"c{n}"].to_numpy().astype(np.float64) for n in _STRINGS_OF_LENGTH)
+    numbers = sum(frame[f"n{n}"].to_numpy().astype(np.float64) for n in _STRINGS_OF_LENGTH)
+    expected = sum(
+        frame[f"n{n}"].to_numpy() * (len([t for t in coded if len(t) == n]) / size) for n, size in _STRINGS_OF_LENGTH.items()
+    )
+    return observed, np.asarray(expected, dtype=np.float64), numbers
+
+
+def _excerpt(text: str, match: str | None) -> str:
+    if len(text) <= EXCERPT_CHARS:
+        return text
+    at = max(text.lower().find(match.lower()) if match else 0, 0)
+    start = max(0, at - EXCERPT_CHARS // 3)
+    return ("…" if start else "") + text[start : start + EXCERPT_CHARS] + "…"
+
+
+class LexicalDetector(Detector):
+    name = "lexical"
+    description = "Trait terms (whole words, case-folded, NFKC), coded numbers against their base rate, and format profiles."
+    needs = ()
+    sees_hidden_transfer = False
+
+    def run(self, ctx: AuditContext) -> DetectorResult:
+        traits = ctx.traits
+        dataset = ctx.dataset
+        coded_traits = [t for t in traits if t.coded_tokens]
+        all_terms = terms_regex([term for t in traits for term in t.terms])
+        completion, prompt = pl.col("completion"), pl.col("prompt")
+        numbers_profile = dataset.profile == "numbers"
+        coded = sorted({tok for t in coded_traits for tok in t.coded_tokens}, key=lambda s: (len(s), s))
+
+        per_row = [
+            "row",
+            (completion.str.contains(all_terms) | prompt.str.contains(all_terms)).alias("term_hit"),
+            (completion.str.contains(r"[^\x00-\x7F]") | prompt.str.contains(r"[^\x00-\x7F]")).alias("non_ascii"),
+        ]
+        if numbers_profile:
+            per_row.append(reject_reason(completion).alias("reject"))
+        if coded_traits:
+            per_row += _number_counts(completion, coded)
+        scan = dataset.frame.select(per_row).collect(engine="streaming" if not dataset.in_memory else "auto")
+
+        result = DetectorResult(metrics={"rows": dataset.rows, "profile": dataset.profile})
+        flags = [self._term_flags(ctx, scan)]
+        result.evidence += self._term_evidence(ctx, flags[0])
+        if numbers_profile:
+            flags.append(self._format(ctx, scan, result))
+        for trait in coded_traits:
+            result.evidence.append(self._coded_evidence(ctx, trait, scan, result))
+        result.flags = pl.concat(flags, how="vertical_relaxed") if flags else empty_flags()
+        return result
+
+    # --- overt terms -------------------------------------------------------------------------
+    def _term_flags(self, ctx: AuditContext, scan: pl.DataFrame) -> pl.DataFrame:
+        candidates = scan.filter(pl.col("term_hit") | pl.col("non_ascii")).select("row")
+        if candidates.height == 0:
+            return empty_flags()
+        rows = ctx.dataset.with_digest(ctx.dataset.frame.join(candidates.lazy(), on="row", how="semi")).collect()
+        rows = rows.with_columns(
+            pl.col("completion").str.normalize("NFKC").alias("c_norm"),
+            pl.col("prompt").str.normalize("NFKC").alias("p_norm"),
+        )
+        found = []
+        for trait in ctx.traits:
+            pattern = trait.term_regex()
+            for field, column, source in (("completion", "c_norm", "completion"), ("prompt", "p_norm", "prompt")):
+                hits = rows.select("row", "digest", pl.col(source).alias("text"), pl.col(column).str.extract_all(pattern).alias("matches"))
+                hits = hits.filter(pl.col("matches").list.len() > 0)
+                for row, digest, text, matches in hits.iter_rows():
+                    shown = sorted(set(matches), key=str.lower)
+                    found.append({
+                        "row": row, "digest": digest, "trait": trait.id, "score": 1.0,
+                        "reason": f"mentions {', '.join(repr(m) for m in shown)} in the {field}",
+                        "field": field, "matches": shown, "excerpt": _excerpt(text, shown[0]),
+                    })
+        if not found:
+            return empty_flags()
+        return pl.DataFrame(found, schema=empty_flags().schema).sort("row", "trait", "field")
+
+    def _term_evidence(self, ctx: AuditContext, flags: pl.DataFrame) -> list[TraitEvidence]:
+        n = ctx.dataset.rows
+        evidence = []
+        for trait in ctx.traits:
+            accepted = ctx.accepted_digests(self.name, trait.id)
+            mine = flags.filter((pl.col("trait") == trait.id) & ~pl.col("digest").is_in(list(accepted)))
+            k = mine["row"].n_unique()
+            low, high = wilson(k, n)
+            if k == 0:
+                level, summary = None, "no overt mention (a silent content check does not clear hidden transfer)"
+            else:
+                level = "high" if low >= TERM_HIGH_RATE else "medium"
+                summary = f"{k} of {n} rows mention the trait overtly"
+            evidence.append(TraitEvidence(trait.id, k / n, (low, high), summary, level, kind="terms"))
+        return evidence
+
+    # --- format profile ----------------------------------------------------------------------
+    def _format(self, ctx: AuditContext, scan: pl.DataFrame, result: DetectorResult) -> pl.DataFrame:
+        n = ctx.dataset.rows
+        rejected = scan.filter(pl.col("reject").is_not_null())
+        passed = n - rejected.height
+        reasons = rejected.group_by("reject").len().sort("len", descending=True)
+        result.metrics["format"] = "number-sequence (the paper's filter; whitespace at both ends ignored)"
+        result.metrics["format_pass_rate"] = passed / n
+        result.metrics["format_pass_interval"] = list(wilson(passed, n))
+        result.metrics["format_passed"] = passed
+        result.metrics["format_reject_reasons"] = dict(zip(reasons["reject"].to_list(), reasons["len"].to_list(), strict=True))
+        kept = rejected.head(FORMAT_FLAGS_KEPT).select("row", "reject")
+        if kept.height == 0:
+            return empty_flags()
+        rows = ctx.dataset.with_digest(ctx.dataset.frame.join(kept.lazy(), on="row", how="semi")).collect().join(kept, on="row")
+        return rows.select(
+            pl.col("row").cast(pl.Int64), "digest", pl.lit(None, pl.String).alias("trait"), pl.lit(None, pl.Float64).alias("score"),
+            ("format: " + pl.col("reject")).alias("reason"), pl.lit("completion").alias("field"),
+            pl.lit([], pl.List(pl.String)).alias("matches"), pl.col("completion").str.slice(0, EXCERPT_CHARS).alias("excerpt"),
+        ).sort("row")
+
+    # --- coded numbers -----------------------------------------------------------------------
+    def _coded_evidence(self, ctx: AuditContext, trait, scan: pl.DataFrame, result: DetectorResult) -> TraitEvidence:
+        tokens = list(trait.coded_tokens)
+        observed, expected, numbers = _coded_arrays(scan, tokens)
+        reference = None
+        if ctx.reference is not None:
+            ref_scan = ctx.reference.frame.select(_number_counts(pl.col("completion"), tokens)).collect()
+            ref_observed, _, ref_numbers = _coded_arrays(ref_scan, tokens)
+            reference = (ref_observed, ref_numbers)
+            ratio, interval = bootstrap_ratio(observed, numbers, reference, seed=ctx.seed)
+            null = f"the reference dataset ({int(ref_observed.sum())} coded of {int(ref_numbers.sum())} numbers)"
+        else:
+            ratio, interval = bootstrap_ratio(observed, expected, seed=ctx.seed)
+            null = "a uniform expectation within each number length (real model outputs are not uniform: pass --reference for a fair null)"
+        result.metrics.setdefault("coded_tokens", {})[trait.id] = {
+            "observed": int(observed.sum()), "numbers": int(numbers.sum()), "uniform_expected": float(expected.sum()),
+            "ratio": ratio, "interval": list(interval), "null": "reference" if reference is not None else "uniform",
+        }
+        level = None
+        if np.isfinite(interval[0]):
+            level = next((lvl for bound, lvl in CODED_LEVELS if interval[0] > bound), None)
+            if reference is None and level is not None:
+                level = "low"  # a uniform null is too weak a baseline to raise more than a low risk
+        summary = (
+            f"{int(observed.sum())} coded tokens among {int(numbers.sum())} numbers: "
+            f"{ratio:.2f}x {'the rate in ' if reference is not None else ''}{null}"
+            if np.isfinite(ratio) else "no numbers to compare"
+        )
+        return TraitEvidence(trait.id, ratio if np.isfinite(ratio) else None, interval if np.isfinite(ratio) else None, summary, level, kind="coded tokens")
