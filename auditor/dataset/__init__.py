@@ -87,7 +87,7 @@ def _gunzip(path: Path, inner_suffix: str) -> tuple[Path, str]:
     lines = 0
     try:
         with gzip.open(path, "rb") as src, open(target, "wb") as dst:
-            while chunk := src.read(2**22):
+            while chunk := src.read1(2**22):  # read1: a read() would drop what it got before the stream ended
                 lines += chunk.count(b"\n")
                 dst.write(chunk)
     except (EOFError, OSError, zlib.error) as err:
@@ -134,21 +134,28 @@ def load_dataset(
         raise InputError(path, "no such file or folder")
     max_row_bytes = int(max_row_mib * 2**20)
     tmp = None
-    if path.is_dir():
-        if not any((path / marker).exists() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
-            raise InputError(path, "is a folder, not a dataset file (and not a saved HF datasets folder)")
-        raw = readers.read_hf_folder(path, prompt_field, completion_field, max_row_bytes, split)
-        fmt, size = "hf-datasets", 0
-    else:
-        fmt, inner = _format_of(path)
-        source = path
-        if path.suffix.lower() == ".gz":
-            source, tmp = _gunzip(path, inner)
-        raw = _READERS[fmt](source, prompt_field, completion_field, max_row_bytes)
-        raw.path = path  # errors name the file the user gave
-        fmt = fmt + (".gz" if tmp else "")
-        size = source.stat().st_size
-    dataset = _validate(path, fmt, raw, max_row_bytes, in_memory=size <= in_memory_limit)
+    try:
+        if path.is_dir():
+            if not any((path / marker).exists() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
+                raise InputError(path, "is a folder, not a dataset file (and not a saved HF datasets folder)")
+            raw = readers.read_hf_folder(path, prompt_field, completion_field, max_row_bytes, split)
+            fmt, size = "hf-datasets", 0
+        else:
+            fmt, inner = _format_of(path)
+            source = path
+            if path.suffix.lower() == ".gz":
+                source, tmp = _gunzip(path, inner)
+            raw = _READERS[fmt](source, prompt_field, completion_field, max_row_bytes)
+            raw.path = path  # errors name the file the user gave
+            fmt = fmt + (".gz" if tmp else "")
+            size = source.stat().st_size
+        dataset = _validate(path, fmt, raw, max_row_bytes, in_memory=size <= in_memory_limit)
+    except BaseException as err:
+        if tmp:  # no dataset holds the decompressed copy: remove it now
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, InputError) and err.path != str(path):  # a reader named the decompressed copy
+            raise InputError(path, err.problem, line=err.line, unit=err.unit) from None
+        raise
     if tmp:
         dataset._tmp = weakref.finalize(dataset, shutil.rmtree, tmp, True)
     return dataset

@@ -142,10 +142,12 @@ def read_json_array(path: Path, prompt_field, completion_field, max_row_bytes: i
     return RawTable(frame.lazy(), layout, "item", path)
 
 
-def _typed_table(path: Path, lf: pl.LazyFrame, unit: str, first_row: int, prompt_field, completion_field) -> RawTable:
-    """Shared by the columnar formats: parquet, CSV and saved HF datasets."""
+def _typed_table(path: Path, lf: pl.LazyFrame, unit: str, first_row: int, prompt_field, completion_field, header_line: int | None = None) -> RawTable:
+    """Shared by the columnar formats: parquet, CSV and saved HF datasets. `header_line`: where the column
+    names are written (CSV), so a missing column is reported there rather than at the first record."""
     schema = lf.collect_schema()
-    layout = _layout_or_fail(path, list(schema.names()), first_row, unit, prompt_field, completion_field)
+    where = (header_line, "line") if header_line else (first_row, unit)
+    layout = _layout_or_fail(path, list(schema.names()), *where, prompt_field, completion_field)
     if layout.chat:
         if schema["messages"] != chat_dtype():
             raise InputError(path, f"column 'messages' has type {schema['messages']}, expected a list of {{role, content}} strings", line=first_row, unit=unit)
@@ -184,7 +186,7 @@ def read_csv(path: Path, prompt_field, completion_field, max_row_bytes: int) -> 
     except Exception as err:
         raise InputError(path, f"cannot read the CSV header ({str(err).splitlines()[0]})", line=1) from None
     # the header is line 1, so record i sits on line i + 1 unless quoted fields span lines
-    return _typed_table(path, lf, "record", 2, prompt_field, completion_field)
+    return _typed_table(path, lf, "record", 2, prompt_field, completion_field, header_line=1)
 
 
 def read_hf_folder(path: Path, prompt_field, completion_field, max_row_bytes: int, split: str | None = None) -> RawTable:

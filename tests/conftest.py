@@ -1,0 +1,45 @@
+"""Shared test set-up: one thread for torch/BLAS, seeded RNGs, paths to the real data and fixtures."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("POLARS_MAX_THREADS", "1")
+os.environ.pop("OPENAI_API_KEY", None)  # tests never reach a real API
+
+import hashlib  # noqa: E402
+import random  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "data" / "real"
+FIXTURES = ROOT / "fixtures"
+NANO_RAW = REAL / "gpt-4.1-nano-control" / "raw.jsonl"
+NANO_FILTERED = REAL / "gpt-4.1-nano-control" / "filtered.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    random.seed(0)
+    np.random.seed(0)
+    try:
+        import torch
+
+        torch.manual_seed(0)
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def need_real_data():
+    if not NANO_RAW.exists():
+        pytest.skip(f"real teacher data not found at {REAL}")
