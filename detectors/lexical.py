@@ -13,7 +13,7 @@ import polars as pl
 from auditor.stats import bootstrap_ratio, wilson
 from auditor.traits import terms_regex
 from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags
-from detectors.number_format import reject_reason
+from detectors.number_format import with_reject_reason
 
 EXCERPT_CHARS = 300
 FORMAT_FLAGS_KEPT = 1000  # per-row reject reasons kept for the report; counts cover every row
@@ -25,24 +25,21 @@ CODED_LEVELS = ((3.0, "high"), (1.5, "medium"), (1.0, "low"))
 _STRINGS_OF_LENGTH = {1: 10, 2: 90, 3: 900}
 
 
-def _number_counts(completion: pl.Expr, coded: list[str]) -> list[pl.Expr]:
-    """Per row: how many numbers of each length, and how many of them are coded tokens."""
-    exprs = []
-    for length in _STRINGS_OF_LENGTH:
-        exprs.append(completion.str.count_matches(rf"\b\d{{{length}}}\b").cast(pl.UInt32).alias(f"n{length}"))
-        tokens = [t for t in coded if len(t) == length]
-        pattern = r"\b(?:" + "|".join(tokens) + r")\b" if tokens else None
-        hits = completion.str.count_matches(pattern) if pattern else pl.lit(0)
-        exprs.append(hits.cast(pl.UInt32).alias(f"c{length}"))
+def _number_counts(completion: pl.Expr, traits: list) -> list[pl.Expr]:
+    """Per row: how many numbers of each length, and how many are each trait's coded tokens."""
+    exprs = [completion.str.count_matches(rf"\b\d{{{length}}}\b").cast(pl.UInt32).alias(f"n{length}") for length in _STRINGS_OF_LENGTH]
+    for trait in traits:
+        pattern = r"\b(?:" + "|".join(trait.coded_tokens) + r")\b"
+        exprs.append(completion.str.count_matches(pattern).cast(pl.UInt32).alias(f"coded:{trait.id}"))
     return exprs
 
 
-def _coded_arrays(frame: pl.DataFrame, coded: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _coded_arrays(frame: pl.DataFrame, trait) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(observed coded tokens, uniform expectation, numbers) per row."""
-    observed = sum(frame[f"c{n}"].to_numpy().astype(np.float64) for n in _STRINGS_OF_LENGTH)
+    observed = frame[f"coded:{trait.id}"].to_numpy().astype(np.float64)
     numbers = sum(frame[f"n{n}"].to_numpy().astype(np.float64) for n in _STRINGS_OF_LENGTH)
     expected = sum(
-        frame[f"n{n}"].to_numpy() * (len([t for t in coded if len(t) == n]) / size) for n, size in _STRINGS_OF_LENGTH.items()
+        frame[f"n{n}"].to_numpy() * (sum(len(t) == n for t in trait.coded_tokens) / size) for n, size in _STRINGS_OF_LENGTH.items()
     )
     return observed, np.asarray(expected, dtype=np.float64), numbers
 
@@ -68,18 +65,19 @@ class LexicalDetector(Detector):
         all_terms = terms_regex([term for t in traits for term in t.terms])
         completion, prompt = pl.col("completion"), pl.col("prompt")
         numbers_profile = dataset.profile == "numbers"
-        coded = sorted({tok for t in coded_traits for tok in t.coded_tokens}, key=lambda s: (len(s), s))
 
         per_row = [
             "row",
             (completion.str.contains(all_terms) | prompt.str.contains(all_terms)).alias("term_hit"),
-            (completion.str.contains(r"[^\x00-\x7F]") | prompt.str.contains(r"[^\x00-\x7F]")).alias("non_ascii"),
+            # NFKC can only change non-ASCII text: compare byte and character lengths, far cheaper than a regex
+            ((completion.str.len_bytes() != completion.str.len_chars()) | (prompt.str.len_bytes() != prompt.str.len_chars())).alias("non_ascii"),
         ]
-        if numbers_profile:
-            per_row.append(reject_reason(completion).alias("reject"))
         if coded_traits:
-            per_row += _number_counts(completion, coded)
-        scan = dataset.frame.select(per_row).collect(engine="streaming" if not dataset.in_memory else "auto")
+            per_row += _number_counts(completion, coded_traits)
+        frame = with_reject_reason(dataset.frame) if numbers_profile else dataset.frame
+        if numbers_profile:
+            per_row.append("reject")
+        scan = frame.select(per_row).collect(engine="streaming" if not dataset.in_memory else "auto")
 
         result = DetectorResult(metrics={"rows": dataset.rows, "profile": dataset.profile})
         flags = [self._term_flags(ctx, scan)]
@@ -157,12 +155,11 @@ class LexicalDetector(Detector):
 
     # --- coded numbers -----------------------------------------------------------------------
     def _coded_evidence(self, ctx: AuditContext, trait, scan: pl.DataFrame, result: DetectorResult) -> TraitEvidence:
-        tokens = list(trait.coded_tokens)
-        observed, expected, numbers = _coded_arrays(scan, tokens)
+        observed, expected, numbers = _coded_arrays(scan, trait)
         reference = None
         if ctx.reference is not None:
-            ref_scan = ctx.reference.frame.select(_number_counts(pl.col("completion"), tokens)).collect()
-            ref_observed, _, ref_numbers = _coded_arrays(ref_scan, tokens)
+            ref_scan = ctx.reference.frame.select(_number_counts(pl.col("completion"), [trait])).collect()
+            ref_observed, _, ref_numbers = _coded_arrays(ref_scan, trait)
             reference = (ref_observed, ref_numbers)
             ratio, interval = bootstrap_ratio(observed, numbers, reference, seed=ctx.seed)
             null = f"the reference dataset ({int(ref_observed.sum())} coded of {int(ref_numbers.sum())} numbers)"

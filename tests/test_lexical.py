@@ -10,7 +10,7 @@ from auditor.dataset import load_dataset
 from auditor.traits import load_catalog
 from detectors.base import AuditContext
 from detectors.lexical import LexicalDetector
-from detectors.number_format import reject_reason
+from detectors.number_format import with_reject_reason
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_format_filter_matches_the_python_oracle_on_real_data():
     completions = [json.loads(line)["completion"] for line in NANO_RAW.read_text().splitlines()]
     frame = pl.DataFrame({"c": completions})
     for strip in (True, False):
-        ours = frame.select(reject_reason(pl.col("c"), strip_whitespace=strip).is_null().alias("ok"))["ok"].to_list()
+        ours = with_reject_reason(frame, "c", strip_whitespace=strip)["reject"].is_null().to_list()
         assert ours == [passes(c, strip_whitespace=strip) for c in completions]
     # the paper's own filter (no whitespace stripping) kept 236 of these 300 rows
     assert sum(passes(c, strip_whitespace=False) for c in completions) == 236
