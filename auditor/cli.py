@@ -72,7 +72,8 @@ def main():
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the gate line.")
 def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, **options):
     """Audit DATA and write report.json, report.md and report.html."""
-    from auditor.baseline import load_baseline, write_baseline as save_baseline
+    from auditor.baseline import load_baseline
+    from auditor.baseline import write_baseline as save_baseline
     from auditor.reports import write_reports
     from auditor.reports.terminal import print_summary
     from auditor.runner import AuditOptions, default_out_dir, exit_code, run_audit

@@ -6,7 +6,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def _run_detector(name: str, ctx: AuditContext, progress) -> tuple[dict, object 
 
 def run_audit(opts: AuditOptions, progress=lambda message: None) -> dict:
     started = time.perf_counter()
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     catalog = load_catalog(opts.traits_files)
     traits = catalog.select(opts.traits)
     teacher = parse_ref(opts.teacher, opts.teacher_system)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -81,10 +80,10 @@ def grep_pattern() -> str:
 def peak_memory(path: Path) -> dict:
     """Load + scan in a fresh process; its peak resident memory from the kernel."""
     code = (
-        "import json, resource, sys; sys.path.insert(0, %r); sys.path.insert(0, %r);"
-        "from scan import audit_seconds; r = audit_seconds(__import__('pathlib').Path(%r));"
+        f"import json, resource, sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r});"
+        f"from scan import audit_seconds; r = audit_seconds(__import__('pathlib').Path({str(path)!r}));"
         "r['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; print(json.dumps(r))"
-    ) % (str(ROOT), str(Path(__file__).parent), str(path))
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -2,10 +2,9 @@
 
 import textwrap
 
-import polars as pl
 import pytest
-from conftest import FIXTURES
 from click.testing import CliRunner
+from conftest import FIXTURES
 
 from auditor.dataset import load_dataset
 from auditor.errors import UsageError

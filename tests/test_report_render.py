@@ -287,7 +287,7 @@ def test_html_self_contained_with_csp():
     assert "<link" not in html and "@import" not in html and "url(" not in html
     assert "fetch(" not in SCRIPT and "XMLHttpRequest" not in SCRIPT
     assert "addEventListener" in SCRIPT and not re.search(r"\son[a-z]+=", html)
-    for tag, attrs in parsed.tags:
+    for _tag, attrs in parsed.tags:
         assert "src" not in dict(attrs)
 
 
