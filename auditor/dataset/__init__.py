@@ -216,12 +216,12 @@ def _validate(path: Path, fmt: str, raw: readers.RawTable, max_row_bytes: int, i
 def _duplicates(dataset: Dataset) -> dict:
     """Rows whose normalised text repeats: reported, never fatal."""
     keyed = dataset.frame.select("row", pl.struct(pl.col("prompt").str.strip_chars(), pl.col("completion").str.strip_chars()).hash().alias("key"))
+    # keep only repeated keys before grouping: one row list per unique row would cost more than the data
+    repeated = keyed.filter(pl.col("key").is_duplicated()).collect(engine="streaming")
     groups = (
-        keyed.group_by("key")
+        repeated.group_by("key")
         .agg(pl.col("row").sort().alias("rows"), pl.len().alias("n"))
-        .filter(pl.col("n") > 1)
         .sort(pl.col("rows").list.first())
-        .collect(engine="streaming")
     )
     if groups.height == 0:
         return {"rows": 0, "groups": []}

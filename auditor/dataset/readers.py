@@ -5,7 +5,7 @@ path cannot vouch for, which the exact checker in locate.py then looks at)."""
 from __future__ import annotations
 
 import json
-import mmap
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,20 +47,30 @@ def _struct_dtype(layout: Layout) -> pl.DataType:
 
 
 def _check_bytes(path: Path, text_format: bool) -> None:
-    """Byte-level problems polars would either reject without a line number or accept silently."""
+    """Byte-level problems polars would either reject without a line number or accept silently.
+
+    Read in chunks rather than mapped: mapped pages of a large file would all count as resident memory.
+    """
+    lines, previous, content = 0, b"", False
     with open(path, "rb") as handle:
-        if handle.read(1) == b"":
-            raise InputError(path, "file is empty: no rows to audit")
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            if buf[:3] == b"\xef\xbb\xbf":
+        first = True
+        while chunk := handle.read(2**22):
+            if first and chunk.startswith(b"\xef\xbb\xbf"):
                 raise InputError(path, "starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM", line=1)
+            first = False
+            content = content or re.search(rb"\S", chunk) is not None
             if text_format:
-                crlf = buf.find(b"\r\n")
+                tail = previous[-1:]  # a CRLF may straddle two chunks
+                crlf = (tail + chunk).find(b"\r\n")
                 if crlf >= 0:
-                    line = buf[:crlf].count(b"\n") + 1
+                    line = lines + chunk[: max(crlf - len(tail), 0)].count(b"\n") + 1
                     raise InputError(path, "Windows line ending (CRLF); JSON Lines rows end in \\n alone (convert with dos2unix)", line=line)
-            if not buf[:].strip():
-                raise InputError(path, "file holds only whitespace: no rows to audit")
+            lines += chunk.count(b"\n")
+            previous = chunk
+        if first:
+            raise InputError(path, "file is empty: no rows to audit")
+    if not content:
+        raise InputError(path, "file holds only whitespace: no rows to audit")
 
 
 def read_jsonl(path: Path, prompt_field: str | None, completion_field: str | None, max_row_bytes: int) -> RawTable:
