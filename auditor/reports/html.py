@@ -405,7 +405,8 @@ def _view(result: Mapping[str, Any]) -> dict:
     traits, collapsed = [], []
     for t in sorted_traits(x for x in result.get("traits") or () if isinstance(x, Mapping)):
         evidence = [e for e in t.get("evidence") or () if isinstance(e, Mapping)]
-        if t.get("verdict") == "inconclusive" and not evidence:
+        # inconclusive with nothing raised (e.g. only "no overt mention"): one compact list keeps the page short
+        if t.get("verdict") == "inconclusive" and not any(e.get("level") in ("low", "medium", "high") for e in evidence):
             collapsed.append(_s(t.get("id"), "?"))
             continue
         checked, by = hidden_checked(t, detectors)
