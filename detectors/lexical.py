@@ -21,6 +21,7 @@ FORMAT_FLAGS_KEPT = 1000  # per-row reject reasons kept for the report; counts c
 TERM_HIGH_RATE = 0.001
 # coded-number over-representation: the lower bound of the ratio decides
 CODED_LEVELS = ((3.0, "high"), (1.5, "medium"), (1.0, "low"))
+BOOTSTRAP_BLOCKS = 2000
 # strings of each digit length: the uniform expectation of a coded token among numbers of that length
 _STRINGS_OF_LENGTH = {1: 10, 2: 90, 3: 900}
 
@@ -32,6 +33,19 @@ def _number_counts(completion: pl.Expr, traits: list) -> list[pl.Expr]:
         pattern = r"\b(?:" + "|".join(trait.coded_tokens) + r")\b"
         exprs.append(completion.str.count_matches(pattern).cast(pl.UInt32).alias(f"coded:{trait.id}"))
     return exprs
+
+
+def _block_sums(counts: pl.LazyFrame, rows: int, traits: list) -> pl.LazyFrame:
+    """Number counts summed over at most BOOTSTRAP_BLOCKS blocks of consecutive rows (a row is its own
+    block in small datasets): the bootstrap resamples these, and memory stays flat at any size."""
+    size = max(1, -(-rows // BOOTSTRAP_BLOCKS))
+    columns = [f"n{n}" for n in _STRINGS_OF_LENGTH] + [f"coded:{t.id}" for t in traits]
+    return (
+        counts.with_row_index("_i")
+        .group_by((pl.col("_i") // size).alias("block"))
+        .agg(pl.col(c).sum() for c in columns)
+        .sort("block")
+    )
 
 
 def _coded_arrays(frame: pl.DataFrame, trait) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,21 +91,29 @@ class LexicalDetector(Detector):
         frame = with_reject_reason(dataset.frame) if numbers_profile else dataset.frame
         if numbers_profile:
             per_row.append("reject")
-        scan = frame.select(per_row).collect(engine="streaming" if not dataset.in_memory else "auto")
+        scan = frame.select(per_row)
+        # aggregate inside polars: on a streamed 10M-row file no per-row table is ever held in memory
+        queries = {"candidates": scan.filter(pl.col("term_hit") | pl.col("non_ascii")).select("row")}
+        if numbers_profile:
+            rejected = scan.filter(pl.col("reject").is_not_null())
+            queries["reasons"] = rejected.group_by("reject").len().sort("len", "reject", descending=[True, False])
+            queries["rejected"] = rejected.select("row", "reject").head(FORMAT_FLAGS_KEPT)
+        if coded_traits:
+            queries["blocks"] = _block_sums(scan, dataset.rows, coded_traits)
+        parts = dict(zip(queries, pl.collect_all(list(queries.values()), engine="streaming" if not dataset.in_memory else "auto"), strict=True))
 
         result = DetectorResult(metrics={"rows": dataset.rows, "profile": dataset.profile})
-        flags = [self._term_flags(ctx, scan)]
+        flags = [self._term_flags(ctx, parts["candidates"])]
         result.evidence += self._term_evidence(ctx, flags[0])
         if numbers_profile:
-            flags.append(self._format(ctx, scan, result))
+            flags.append(self._format(ctx, parts["reasons"], parts["rejected"], result))
         for trait in coded_traits:
-            result.evidence.append(self._coded_evidence(ctx, trait, scan, result))
+            result.evidence.append(self._coded_evidence(ctx, trait, parts["blocks"], result))
         result.flags = pl.concat(flags, how="vertical_relaxed") if flags else empty_flags()
         return result
 
     # --- overt terms -------------------------------------------------------------------------
-    def _term_flags(self, ctx: AuditContext, scan: pl.DataFrame) -> pl.DataFrame:
-        candidates = scan.filter(pl.col("term_hit") | pl.col("non_ascii")).select("row")
+    def _term_flags(self, ctx: AuditContext, candidates: pl.DataFrame) -> pl.DataFrame:
         if candidates.height == 0:
             return empty_flags()
         rows = ctx.dataset.with_digest(ctx.dataset.frame.join(candidates.lazy(), on="row", how="semi")).collect()
@@ -133,17 +155,14 @@ class LexicalDetector(Detector):
         return evidence
 
     # --- format profile ----------------------------------------------------------------------
-    def _format(self, ctx: AuditContext, scan: pl.DataFrame, result: DetectorResult) -> pl.DataFrame:
+    def _format(self, ctx: AuditContext, reasons: pl.DataFrame, kept: pl.DataFrame, result: DetectorResult) -> pl.DataFrame:
         n = ctx.dataset.rows
-        rejected = scan.filter(pl.col("reject").is_not_null())
-        passed = n - rejected.height
-        reasons = rejected.group_by("reject").len().sort("len", descending=True)
+        passed = n - int(reasons["len"].sum())
         result.metrics["format"] = "number-sequence (the paper's filter; whitespace at both ends ignored)"
         result.metrics["format_pass_rate"] = passed / n
         result.metrics["format_pass_interval"] = list(wilson(passed, n))
         result.metrics["format_passed"] = passed
         result.metrics["format_reject_reasons"] = dict(zip(reasons["reject"].to_list(), reasons["len"].to_list(), strict=True))
-        kept = rejected.head(FORMAT_FLAGS_KEPT).select("row", "reject")
         if kept.height == 0:
             return empty_flags()
         rows = ctx.dataset.with_digest(ctx.dataset.frame.join(kept.lazy(), on="row", how="semi")).collect().join(kept, on="row")
@@ -154,12 +173,13 @@ class LexicalDetector(Detector):
         ).sort("row")
 
     # --- coded numbers -----------------------------------------------------------------------
-    def _coded_evidence(self, ctx: AuditContext, trait, scan: pl.DataFrame, result: DetectorResult) -> TraitEvidence:
-        observed, expected, numbers = _coded_arrays(scan, trait)
+    def _coded_evidence(self, ctx: AuditContext, trait, blocks: pl.DataFrame, result: DetectorResult) -> TraitEvidence:
+        observed, expected, numbers = _coded_arrays(blocks, trait)
         reference = None
         if ctx.reference is not None:
-            ref_scan = ctx.reference.frame.select(_number_counts(pl.col("completion"), [trait])).collect()
-            ref_observed, _, ref_numbers = _coded_arrays(ref_scan, trait)
+            ref_counts = ctx.reference.frame.select("row", *_number_counts(pl.col("completion"), [trait]))
+            ref_blocks = _block_sums(ref_counts, ctx.reference.rows, [trait]).collect(engine="streaming")
+            ref_observed, _, ref_numbers = _coded_arrays(ref_blocks, trait)
             reference = (ref_observed, ref_numbers)
             ratio, interval = bootstrap_ratio(observed, numbers, reference, seed=ctx.seed)
             null = f"the reference dataset ({int(ref_observed.sum())} coded of {int(ref_numbers.sum())} numbers)"

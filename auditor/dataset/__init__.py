@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from auditor.dataset import readers
@@ -216,10 +217,14 @@ def _validate(path: Path, fmt: str, raw: readers.RawTable, max_row_bytes: int, i
 def _duplicates(dataset: Dataset) -> dict:
     """Rows whose normalised text repeats: reported, never fatal."""
     keyed = dataset.frame.select("row", pl.struct(pl.col("prompt").str.strip_chars(), pl.col("completion").str.strip_chars()).hash().alias("key"))
-    # keep only repeated keys before grouping: one row list per unique row would cost more than the data
-    repeated = keyed.filter(pl.col("key").is_duplicated()).collect(engine="streaming")
+    # find repeated keys by sorting one u64 column, then fetch only their rows: a hash table over
+    # every row of a 10M-row file would cost more memory than the rest of the audit
+    keys = np.sort(keyed.select("key").collect(engine="streaming")["key"].to_numpy())
+    repeated = np.unique(keys[1:][keys[1:] == keys[:-1]])
+    del keys
     groups = (
-        repeated.group_by("key")
+        keyed.filter(pl.col("key").is_in(pl.Series(repeated, dtype=pl.UInt64).implode())).collect(engine="streaming")
+        .group_by("key")
         .agg(pl.col("row").sort().alias("rows"), pl.len().alias("n"))
         .sort(pl.col("rows").list.first())
     )
