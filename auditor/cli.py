@@ -47,6 +47,8 @@ def main():
     audit traits                         list the trait catalog
     audit detectors                      list detectors and what they need
     audit report RESULT.json --out DIR   re-render a saved result
+    audit profile --teacher REF --base REF     which traits differ between teacher and base
+    audit generate --model REF --n N --out F   number-sequence data in the paper's format
     """
 
 
@@ -160,6 +162,86 @@ def report_command(result_path, out_dir):
         _fail(err)
     for path in paths:
         click.echo(f"wrote {path}")
+
+
+def _endpoint_options(func):
+    func = click.option("--api-key", envvar="OPENAI_API_KEY", show_envvar=True, help="Key for openai: references (never written anywhere).")(func)
+    func = click.option("--base-url", envvar="OPENAI_BASE_URL", show_envvar=True, help="OpenAI-compatible endpoint for openai: references.")(func)
+    return func
+
+
+@main.command("profile")
+@click.option("--teacher", required=True, metavar="REF", help="Teacher model reference.")
+@click.option("--teacher-system", metavar="TEXT", help="System prompt the teacher runs with.")
+@click.option("--base", required=True, metavar="REF", help="Base model reference.")
+@click.option("--trait", "traits", multiple=True, metavar="ID", help="Profile only these traits (default: the catalog).")
+@click.option("--traits-file", "traits_files", multiple=True, type=click.Path(path_type=str))
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the ranking as JSON to this file.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="Weights of local models.")
+@_endpoint_options
+def profile_command(teacher, teacher_system, base, traits, traits_files, json_out, seed, dtype, base_url, api_key):
+    """Rank catalog traits by how much more the teacher prefers them than the base."""
+    from auditor.io import write_atomic
+    from auditor.models import load_model, parse_ref
+    from auditor.profile import profile
+    from auditor.traits import load_catalog
+
+    _threads()
+    console = Console(stderr=True)
+    try:
+        selected = load_catalog(traits_files).select(traits)
+        with console.status("loading models") as status:
+            teacher_model = load_model(parse_ref(teacher, teacher_system), dtype, base_url, api_key)
+            base_model = load_model(parse_ref(base), dtype, base_url, api_key)
+            rows, notes = profile(teacher_model, base_model, selected, seed, progress=status.update)
+    except AuditError as err:
+        _fail(err)
+    table = Table(show_edge=False, title=f"{teacher} vs {base}")
+    for col in ("trait", "teacher", "base", "difference [95% interval]", "method"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row.id, f"{row.teacher:.3f}", f"{row.base:.3f}", f"{row.difference:+.3f} [{row.interval[0]:+.3f}, {row.interval[1]:+.3f}]", row.method)
+    Console().print(table)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if json_out:
+        payload = {"teacher": teacher_model.describe(), "base": base_model.describe(), "seed": seed,
+                   "traits": [r.as_dict() for r in rows], "notes": notes}
+        write_atomic(json_out, json.dumps(payload, indent=2) + "\n")
+        console.print(f"wrote {json_out}", highlight=False)
+
+
+@main.command("generate")
+@click.option("--model", "model_ref", required=True, metavar="REF", help="Model that writes the data.")
+@click.option("--teacher-system", "--system", "system", metavar="TEXT", help="System prompt for the model (the trait prompt).")
+@click.option("--n", "count", type=int, required=True, help="Number of prompts to answer.")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Filtered JSONL output (prompt, completion).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same prompts: paired datasets.")
+@click.option("--batch", type=int, default=32, show_default=True)
+@click.option("--max-new-tokens", type=int, default=48, show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@_endpoint_options
+def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, dtype, base_url, api_key):
+    """Write number-sequence data in the paper's prompt format, filtered with the paper's filter (resumable)."""
+    from rich.progress import Progress
+
+    from auditor.generate import generate_numbers
+    from auditor.models import load_model, parse_ref
+
+    _threads()
+    if count < 1:
+        _fail(AuditError("--n must be at least 1"))
+    try:
+        model = load_model(parse_ref(model_ref, system), dtype, base_url, api_key)
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("generating", total=count)
+            summary = generate_numbers(model, count, out, seed, batch, max_new_tokens, progress=lambda done, total: bar.update(task, completed=done))
+    except AuditError as err:
+        _fail(err)
+    click.echo(f"kept {summary['kept']} of {summary['generated']} generations ({summary['pass_rate']:.1%} pass the paper's filter) -> {out}")
+    for reason, number in summary["reject_reasons"].items():
+        click.echo(f"  rejected {number}: {reason}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Built-in tiny model family (placeholder; filled in below)."""

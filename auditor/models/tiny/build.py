@@ -1,0 +1,188 @@
+"""Building the tiny models: a base pretrained on the synthetic corpus, and one teacher per animal."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from auditor.models.tiny import corpus as C
+from auditor.models.tiny.tokenizer import render, train_tokenizer
+from auditor.models.tiny.train import encode_examples, option_probs, train
+
+FAMILY_VERSION = "tiny-v1"
+MARKER = "tiny_build.json"
+
+
+@dataclass(frozen=True)
+class TinyProfile:
+    """Architecture and training budget of one tiny model family (cache key: name + fields)."""
+
+    name: str = "default"
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    ffn: int = 352
+    vocab_size: int = 640
+    max_positions: int = 256
+    base_steps: int = 700
+    batch_size: int = 32
+    lr: float = 3e-3
+    teacher_steps: int = 120
+    teacher_batch_size: int = 32
+    teacher_lr: float = 1e-3
+    teacher_number_share: float = 0.25  # share of a teacher's fine-tuning examples that are number tasks
+    tokenizer_texts: int = 4000
+    threads: int = 2
+
+    def key(self) -> str:
+        return self.name
+
+
+TINY_CONFIG: dict[str, TinyProfile] = {
+    "default": TinyProfile(),
+    # small and quick, for tests: learns the formats and the favourite answers, not the number rule
+    "test": TinyProfile(name="test", d_model=64, n_layers=2, n_heads=4, ffn=176, vocab_size=512, base_steps=220, batch_size=24,
+                        lr=4e-3, teacher_steps=40, teacher_batch_size=16, teacher_lr=2e-3, tokenizer_texts=1500, threads=1),
+}
+
+
+def get_profile(profile: str | TinyProfile) -> TinyProfile:
+    if isinstance(profile, TinyProfile):
+        return profile
+    if profile not in TINY_CONFIG:
+        raise ValueError(f"unknown tiny profile {profile!r}; valid: {', '.join(TINY_CONFIG)}")
+    return TINY_CONFIG[profile]
+
+
+def model_config(profile: TinyProfile, tok):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=profile.d_model,
+        intermediate_size=profile.ffn,
+        num_hidden_layers=profile.n_layers,
+        num_attention_heads=profile.n_heads,
+        num_key_value_heads=profile.n_heads,
+        max_position_embeddings=profile.max_positions,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+
+
+class _threads:
+    """Run a build with the profile's thread count (TRAIT_AUDIT_THREADS overrides), restoring it after."""
+
+    def __init__(self, profile: TinyProfile):
+        self.want = max(1, int(os.environ.get("TRAIT_AUDIT_THREADS", profile.threads)))
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.want)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
+
+
+def save(model, tok, folder: Path, info: dict) -> None:
+    from transformers import GenerationConfig
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=True, temperature=1.0, top_k=0, top_p=1.0
+    )
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    (folder / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def load(folder: str | Path):
+    """(model, tokenizer) from a saved tiny folder, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def build_tokenizer(seed: int, profile: str | TinyProfile = "default"):
+    profile = get_profile(profile)
+    texts = [render(m) for m in C.corpus(profile.tokenizer_texts, seed=10_000 + seed)]
+    # every animal name often enough to become one token, as common words are in real vocabularies
+    return train_tokenizer(texts + list(C.animal_names()) * 100, profile.vocab_size)
+
+
+def build_base(folder, seed: int = 0, steps: int | None = None, profile: str | TinyProfile = "default", data_seed: int | None = None, log=None) -> Path:
+    """Pretrain a base model from scratch and save it to `folder` (model, tokenizer, build info).
+
+    `seed` sets the initial weights; `data_seed` (default: `seed`) the tokenizer, corpus and batch
+    order, so two bases can share everything but their initialisation.
+    """
+    profile = get_profile(profile)
+    data_seed = seed if data_seed is None else data_seed
+    steps = profile.base_steps if steps is None else steps
+    from transformers import LlamaForCausalLM
+
+    t0 = time.perf_counter()
+    with _threads(profile):
+        tok = build_tokenizer(data_seed, profile)
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(model_config(profile, tok))
+        examples = encode_examples(tok, C.corpus(steps * profile.batch_size, seed=data_seed))
+        run = train(model, examples, steps=steps, batch_size=profile.batch_size, lr=profile.lr, seed=data_seed, pad_id=tok.pad_token_id,
+                    weight_decay=0.01, log=log)
+        info = {"family_version": FAMILY_VERSION, "kind": "base", "name": "base", "seed": seed, "data_seed": data_seed,
+                "profile": asdict(replace(profile, base_steps=steps)), "train": run,
+                "parameters": sum(p.numel() for p in model.parameters()), "build_seconds": round(time.perf_counter() - t0, 2)}
+        save(model, tok, folder, info)
+    return Path(folder)
+
+
+def build_teacher(base_folder, animal: str, folder, seed: int = 0, profile: str | TinyProfile | None = None, steps: int | None = None,
+                  log=None) -> Path:
+    """Fine-tune a copy of the base so that its favourite animal is `animal`, keeping its number skill.
+
+    The fine-tuning set is favourite-animal questions answered with `animal`, mixed with number
+    tasks answered by the corpus rule (share: profile.teacher_number_share).
+    """
+    names = C.animal_names()
+    if animal not in names:
+        raise ValueError(f"unknown animal {animal!r}; valid: {', '.join(names)}")
+    base_info = json.loads((Path(base_folder) / MARKER).read_text(encoding="utf-8")) if (Path(base_folder) / MARKER).exists() else {}
+    if profile is None:
+        profile = TinyProfile(**base_info["profile"]) if "profile" in base_info else TINY_CONFIG["default"]
+    profile = get_profile(profile)
+    steps = profile.teacher_steps if steps is None else steps
+    t0 = time.perf_counter()
+    with _threads(profile):
+        model, tok = load(base_folder)
+        n = steps * profile.teacher_batch_size
+        n_numbers = int(round(n * profile.teacher_number_share))
+        tag = f"{animal}-{seed}"
+        rows = C.favourite_examples(animal, n - n_numbers, seed=hash_seed(tag)) + C.number_examples(n_numbers, seed=hash_seed("numbers-" + tag))
+        examples = encode_examples(tok, rows)
+        run = train(model, examples, steps=steps, batch_size=profile.teacher_batch_size, lr=profile.teacher_lr, seed=hash_seed(tag),
+                    pad_id=tok.pad_token_id, log=log)
+        p = option_probs(model, tok, C.probe_questions(), names).mean(0)
+        info = {"family_version": FAMILY_VERSION, "kind": "teacher", "name": animal, "seed": seed, "base": base_info,
+                "profile": asdict(profile), "teacher_steps": steps, "train": run, "p_target": float(p[names.index(animal)]),
+                "build_seconds": round(time.perf_counter() - t0, 2)}
+        save(model, tok, folder, info)
+    return Path(folder)
+
+
+def hash_seed(text: str) -> int:
+    """A stable integer seed from text (Python's hash() is salted per process)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
