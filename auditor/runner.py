@@ -103,8 +103,14 @@ def run_audit(opts: AuditOptions, progress=lambda message: None) -> dict:
     if opts.reference:
         progress(f"reading reference {opts.reference}")
         reference = load_dataset(opts.reference, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split)
+    profile_section = None
+    if not opts.traits:
+        # no --trait: profiling the teacher against its base picks the traits model-based detectors focus on
+        progress("profiling the teacher against the base")
+        profile_section = _profile_section(teacher, base, traits, opts, progress)
     ctx = AuditContext(dataset=dataset, traits=traits, reference=reference, teacher=teacher, base=base,
-                       accepted=accepted_keys(baseline), seed=opts.seed)
+                       accepted=accepted_keys(baseline), seed=opts.seed,
+                       options={"candidates": (profile_section or {}).get("picked", [])})
 
     entries, results = [], {}
     for name in names:
@@ -146,11 +152,30 @@ def run_audit(opts: AuditOptions, progress=lambda message: None) -> dict:
         "flags_truncated": flags["total"] > len(flags["shown"]),
         "baseline": {"path": opts.baseline, "accepted": sum(f["accepted"] for f in flags["shown"]),
                      "stale": stale_entries(baseline, flags["shown"])} if opts.baseline else None,
+        "profile": profile_section,
         "gate": {"fail_on": opts.fail_on, "failed": failed, "failing_traits": failing, "detectors_failed": broken},
         "run": {"seed": opts.seed, "argv": sys.argv[1:], "python": platform.python_version(), "platform": platform.platform(),
                 "packages": _package_versions(), "duration_s": round(time.perf_counter() - started, 3)},
     }
     return result
+
+
+def _profile_section(teacher, base, traits, opts: AuditOptions, progress) -> dict:
+    from auditor.errors import UsageError
+    from auditor.models import load_model
+    from auditor.profile import pick_traits, profile
+
+    if teacher is None or base is None:
+        missing = "--teacher and --base" if teacher is None and base is None else ("--base" if base is None else "--teacher")
+        return {"status": "skipped", "picked": [],
+                "reason": f"no {missing}: cannot tell which traits the teacher holds beyond its base, so every catalog trait is audited"}
+    try:
+        rows, notes = profile(load_model(teacher), load_model(base), traits, opts.seed, progress=progress)
+    except UsageError as err:  # e.g. an API teacher without a key: the audit goes on without a profile
+        return {"status": "skipped", "picked": [], "reason": str(err)}
+    picked = pick_traits(rows)
+    return {"status": "ran", "picked": picked, "notes": notes, "traits": [r.as_dict() for r in rows[:20]],
+            "reason": None if picked else "no trait is preferred more by the teacher than by the base (interval above 0)"}
 
 
 def _collect_flags(results: dict, ctx: AuditContext) -> dict:

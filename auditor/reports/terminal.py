@@ -45,6 +45,12 @@ def print_summary(result: dict, console: Console, paths: list | None = None) -> 
     flags = [f for f in result["flags"] if f.get("trait") and not f.get("accepted")]
     if flags:
         console.print(f"{len(flags)} flagged rows, e.g. " + "; ".join(f"row {f['row']}: {f['reason']}" for f in flags[:3]), markup=False, highlight=False)
+    prof = result.get("profile")
+    if prof and prof.get("status") == "ran":
+        top = ", ".join(f"{t['id']} {t['difference']:+.3f}" for t in prof["traits"][:3])
+        console.print(f"profile (teacher vs base): picked {', '.join(prof['picked']) or 'none'}; top differences {top}", highlight=False)
+    elif prof:
+        console.print(f"[dim]profile skipped: {prof['reason']}[/]", highlight=False)
     gate = result["gate"]
     verdict = "[bold red]FAILED[/]" if gate["failed"] else "[green]passed[/]"
     failing = f" ({', '.join(gate.get('failing_traits', [])[:8])})" if gate["failed"] else ""
