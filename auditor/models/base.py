@@ -32,6 +32,9 @@ class Sampling:
         return {"n": self.n, "temperature": self.temperature, "max_new_tokens": self.max_new_tokens, "seed": self.seed, "top_p": self.top_p}
 
 
+DEFAULT_SAMPLING = Sampling()
+
+
 @dataclass
 class TokenScores:
     """Per-token log-probabilities of one completion given its prompt."""
@@ -57,7 +60,7 @@ class Model(ABC):
         return self.ref.system_prompt if system is None else (system or None)
 
     @abstractmethod
-    def generate(self, prompts: list[str], sampling: Sampling = Sampling(), system: str | None = None) -> list[list[str]]:
+    def generate(self, prompts: list[str], sampling: Sampling = DEFAULT_SAMPLING, system: str | None = None) -> list[list[str]]:
         """n samples per prompt. `system` None means the reference's own system prompt; "" means none."""
 
     def score(self, prompts: list[str], completions: list[str], system: str | None = None) -> list[TokenScores]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from auditor.errors import BackendError, UsageError
-from auditor.models.base import GENERATE, LOGPROB, OPTION_PROBS, Model, Sampling, TokenScores
+from auditor.models.base import DEFAULT_SAMPLING, GENERATE, LOGPROB, OPTION_PROBS, Model, Sampling, TokenScores
 from auditor.models.cache import CallCache
 from auditor.models.refs import ModelRef
 
@@ -61,7 +61,7 @@ class OpenAIModel(Model):
         system = self._system(system)
         return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
-    def generate(self, prompts: list[str], sampling: Sampling = Sampling(), system: str | None = None) -> list[list[str]]:
+    def generate(self, prompts: list[str], sampling: Sampling = DEFAULT_SAMPLING, system: str | None = None) -> list[list[str]]:
         answers = []
         for prompt in prompts:
             request = {"messages": self._messages(prompt, system), **sampling.key()}

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from auditor.errors import BackendError, UsageError
-from auditor.models.base import GENERATE, LOGPROB, OPTION_PROBS, WEIGHTS, Model, Sampling, TokenScores
+from auditor.models.base import DEFAULT_SAMPLING, GENERATE, LOGPROB, OPTION_PROBS, WEIGHTS, Model, Sampling, TokenScores
 from auditor.models.refs import ModelRef
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -111,7 +111,7 @@ class TransformersModel(Model):
         return np.array(totals)
 
     # --- generation --------------------------------------------------------------------------
-    def generate(self, prompts: list[str], sampling: Sampling = Sampling(), system: str | None = None) -> list[list[str]]:
+    def generate(self, prompts: list[str], sampling: Sampling = DEFAULT_SAMPLING, system: str | None = None) -> list[list[str]]:
         torch = self.torch
         tok = self.tokenizer
         out: list[list[str]] = []
