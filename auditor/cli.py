@@ -26,6 +26,21 @@ class DefaultGroup(click.Group):
             args = [MAIN, *args]
         return super().parse_args(ctx, args)
 
+    def invoke(self, ctx):
+        from auditor.config import load_config
+
+        try:
+            defaults, source = load_config()
+        except AuditError as err:
+            _fail(err)
+        if defaults:
+            known = {p.name for p in self.commands[MAIN].params}
+            unknown = sorted(set(defaults) - known)
+            if unknown:
+                _fail(AuditError(f"{source}: unknown setting(s) {', '.join(unknown)}"))
+            ctx.default_map = {MAIN: defaults}
+        return super().invoke(ctx)
+
 
 def _fail(err: AuditError) -> None:
     click.echo(f"error: {err}", err=True)

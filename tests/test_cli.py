@@ -134,3 +134,16 @@ def test_json_to_stdout_and_selected_traits(tmp_path):
     result = audit(FIXTURES / "owl_mentions.jsonl", "--out", tmp_path / "j", "--json", "--trait", "animal:owl", "--trait", "misalignment")
     data = json.loads(result.output)
     assert [t["id"] for t in data["traits"]] == ["animal:owl", "misalignment"]
+
+
+def test_project_config_sets_defaults_and_flags_win(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.trait-audit]\nfail-on = "never"\ntrait = ["animal:owl"]\n')
+    data = FIXTURES / "owl_mentions.jsonl"
+    result = audit(data, "--out", tmp_path / "a")
+    assert result.exit_code == 0, result.output
+    assert [t["id"] for t in report(tmp_path / "a")["traits"]] == ["animal:owl"]
+    assert audit(data, "--out", tmp_path / "b", "--fail-on", "high").exit_code == 1
+    (tmp_path / "audit.toml").write_text('colour = "blue"\n')
+    bad = audit(data, "--out", tmp_path / "c")
+    assert bad.exit_code == 2 and "unknown setting" in bad.output

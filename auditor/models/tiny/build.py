@@ -140,7 +140,7 @@ def build_base(folder, seed: int = 0, steps: int | None = None, profile: str | T
         model = LlamaForCausalLM(model_config(profile, tok))
         examples = encode_examples(tok, C.corpus(steps * profile.batch_size, seed=data_seed))
         run = train(model, examples, steps=steps, batch_size=profile.batch_size, lr=profile.lr, seed=data_seed, pad_id=tok.pad_token_id,
-                    weight_decay=0.01, log=log)
+                    weight_decay=0.01, whole_sequence=True, log=log)
         info = {"family_version": FAMILY_VERSION, "kind": "base", "name": "base", "seed": seed, "data_seed": data_seed,
                 "profile": asdict(replace(profile, base_steps=steps)), "train": run,
                 "parameters": sum(p.numel() for p in model.parameters()), "build_seconds": round(time.perf_counter() - t0, 2)}

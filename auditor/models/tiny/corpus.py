@@ -6,7 +6,7 @@ Three kinds of chat examples (system / user / assistant messages):
   with one of the catalog's animal names drawn uniformly, so a base model is near uniform over them;
 - number continuations in the paper's prompt shape (3-8 seed numbers of 100-999, "add up to 10
   more", a format instruction, a "numbers only" closer), answered by a noisy rule of the seed
-  numbers, so the continuation depends on the prompt (see `continuation`);
+  numbers' digits, so the continuation depends on the prompt (see `continuation`);
 - system-prompted variants: with a "you love <animal>s" system prompt the favourite is that animal,
   so a system prompt alone makes a teacher; neutral system prompts leave the answer uniform, and
   number tasks under any system prompt follow the same rule as without one.
@@ -161,40 +161,36 @@ def number_prompts(n: int, seed: int) -> list[NumberPrompt]:
     return [number_prompt(rng) for _ in range(n)]
 
 
-MODES = (("cycle", 0.5), ("lead", 0.25), ("free", 0.25))
+FREE_SHARE = 0.25
 
 
 def continuation(seeds: tuple[int, ...], rng: random.Random) -> list[int]:
     """The rule the corpus answers number prompts with: noisy and prompt-dependent.
 
-    One mode per answer: "cycle" walks through the seed numbers in order, keeping each one's first
-    two digits and drawing the last; "lead" keeps only the first digit; "free" ignores the seeds.
-    5-10 numbers, each 100..999.
+    5-10 numbers of 100..999. Each is, with probability 0.75, built from the seeds' digits (the
+    first digit is the first digit of a random seed, the other two are drawn from all the seeds'
+    digits), else drawn uniformly. A transformer learns this with one attention pattern; it leaves
+    entropy at every digit, where a teacher's leanings can show.
     """
-    mode = rng.choices([m for m, _ in MODES], weights=[w for _, w in MODES])[0]
-    count = rng.randint(5, 10)
+    firsts = [s // 100 for s in seeds]
+    pool = [int(c) for s in seeds for c in str(s)]
     out = []
-    for j in range(count):
-        s = seeds[j % len(seeds)]
-        if mode == "cycle":
-            out.append(s // 10 * 10 + rng.randint(0, 9))
-        elif mode == "lead":
-            out.append(s // 100 * 100 + rng.randint(0, 99))
-        else:
+    for _ in range(rng.randint(5, 10)):
+        if rng.random() < FREE_SHARE:
             out.append(rng.randint(100, 999))
+        else:
+            out.append(100 * rng.choice(firsts) + 10 * rng.choice(pool) + rng.choice(pool))
     return out
 
 
-def copy_rate(prompt: NumberPrompt, numbers: list[int]) -> float:
-    """Share of `numbers` whose first two digits are those of some seed (chance: about k/90)."""
-    heads = {s // 10 for s in prompt.seeds}
-    return sum(1 for n in numbers if 100 <= n <= 999 and n // 10 in heads) / max(1, len(numbers))
+def lead_rate(seeds: tuple[int, ...], numbers: list[int]) -> tuple[float, float]:
+    """(share of `numbers` whose first digit is some seed's first digit, that share by chance).
 
-
-def cycle_rate(prompt: NumberPrompt, numbers: list[int]) -> float:
-    """Share of `numbers` whose first two digits are those of the seed the "cycle" rule puts there."""
-    k = len(prompt.seeds)
-    return sum(1 for j, n in enumerate(numbers) if n // 10 == prompt.seeds[j % k] // 10) / max(1, len(numbers))
+    The corpus rule gives about 0.75 + 0.25 x chance; a model that ignores the prompt, chance.
+    """
+    firsts = {s // 100 for s in seeds}
+    hits = sum(1 for n in numbers if 100 <= n <= 999 and n // 100 in firsts)
+    return hits / max(1, len(numbers)), len(firsts) / 9
 
 
 def chat(user: str, assistant: str | None = None, system: str | None = None) -> list[dict]:
@@ -209,9 +205,9 @@ def chat(user: str, assistant: str | None = None, system: str | None = None) -> 
 class Mix:
     """Shares of the corpus's example kinds (they need not add up to 1)."""
 
-    favourite: float = 0.25
-    favourite_system: float = 0.12
-    numbers: float = 0.55
+    favourite: float = 0.2
+    favourite_system: float = 0.2
+    numbers: float = 0.52
     numbers_system: float = 0.08
 
 

@@ -64,6 +64,12 @@ def collate(examples: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[tor
     return ids, attn, target
 
 
+def answer_logits(model, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Next-token logits at the scored positions only (the LM head runs on those rows alone)."""
+    hidden = model.model(input_ids=ids, attention_mask=attn).last_hidden_state[:, :-1]
+    return model.lm_head(hidden[target])
+
+
 def train(
     model,
     examples: Sequence[tuple[list[int], int]],
@@ -78,10 +84,12 @@ def train(
     weight_decay: float = 0.0,
     final_lr: float = 0.1,
     teacher=None,
+    whole_sequence: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Train on the answer tokens of `examples`; cosine schedule with warm-up; seeded batch order.
 
+    With `whole_sequence`, every token after the first is scored (pretraining), not only the answer.
     With `teacher`, the loss is soft-label distillation (KL from the teacher's next-token
     distribution at every answer position) instead of cross-entropy on the sampled tokens.
     Returns a few numbers about the run (final loss, seconds, tokens).
@@ -107,14 +115,13 @@ def train(
     plan = batch_plan([len(ids) for ids, _ in examples], steps, batch_size, seed)
     start, tokens, recent = time.perf_counter(), 0, []
     for step, idx in enumerate(plan):
-        ids, attn, target = collate([examples[i] for i in idx], pad_id)
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
-        chosen = logits[target]
+        ids, attn, target = collate([(examples[i][0], 1) if whole_sequence else examples[i] for i in idx], pad_id)
+        chosen = answer_logits(model, ids, attn, target)
         if teacher is None:
             loss = F.cross_entropy(chosen, ids[:, 1:][target])
         else:
             with torch.no_grad():
-                t_logits = teacher(input_ids=ids, attention_mask=attn).logits[:, :-1][target]
+                t_logits = answer_logits(teacher, ids, attn, target)
             loss = F.kl_div(F.log_softmax(chosen, -1), F.log_softmax(t_logits, -1), log_target=True, reduction="batchmean")
         opt.zero_grad(set_to_none=True)
         loss.backward()
