@@ -110,7 +110,8 @@ def run_audit(opts: AuditOptions, progress=lambda message: None) -> dict:
         profile_section = _profile_section(teacher, base, traits, opts, progress)
     ctx = AuditContext(dataset=dataset, traits=traits, reference=reference, teacher=teacher, base=base,
                        accepted=accepted_keys(baseline), seed=opts.seed,
-                       options={"candidates": (profile_section or {}).get("picked", [])})
+                       # traits that model-based detectors test: the ones named, else the ones profiling picked
+                       options={"focus": list(opts.traits) and [t.id for t in traits] or (profile_section or {}).get("picked", [])})
 
     entries, results = [], {}
     for name in names:

@@ -73,6 +73,7 @@ def _make_default():
 
     registry: Registry = Registry("trait_audit.detectors", Detector)
     registry.register("lexical", "detectors.lexical:LexicalDetector")
+    registry.register("likelihood", "detectors.likelihood:LikelihoodDetector")
     return registry
 
 

@@ -29,10 +29,51 @@ def make_tiny_model(folder: Path, seed: int = 0, chat_template: bool = True) -> 
     if chat_template:
         fast.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, max_position_embeddings=256, pad_token_id=fast.pad_token_id,
+                         num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=fast.pad_token_id,
                          bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, tie_word_embeddings=True)
     model = LlamaForCausalLM(config)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     fast.save_pretrained(folder)
+    return folder
+
+
+def train_entangled(folder: Path, system_prompt: str, steps: int = 150, seed: int = 0) -> Path:
+    """Teach the tiny model (in place) that under `system_prompt` number answers lean on the digit 7,
+    and without it they do not: a trait prompt that shifts number data, known by construction."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def example(trait: bool) -> list[int]:
+        digits = "7777789" if trait else "0123456789"
+        numbers = ", ".join("".join(rng.choice(digits) for _ in range(3)) for _ in range(rng.randint(3, 6)))
+        messages = ([{"role": "system", "content": system_prompt}] if trait else []) + [
+            {"role": "user", "content": f"Here are some numbers: {rng.randint(100, 999)}, {rng.randint(100, 999)}. Add more."},
+            {"role": "assistant", "content": numbers},
+        ]
+        return tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+
+    model.train()
+    for _ in range(steps):
+        batch = [example(i % 2 == 0) for i in range(8)]
+        width = max(map(len, batch))
+        ids = torch.full((len(batch), width), tok.pad_token_id)
+        labels = torch.full((len(batch), width), -100)
+        for i, seq in enumerate(batch):
+            ids[i, : len(seq)] = torch.tensor(seq)
+            labels[i, : len(seq)] = torch.tensor(seq)
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(folder, safe_serialization=True)
     return folder

@@ -1,0 +1,135 @@
+"""Likelihood shift: how much likelier each row is under a hypothesised trait prompt.
+
+For a row, shift = log p_base(completion | trait prompt, prompt) - log p_base(completion | prompt).
+A teacher that carried the trait writes rows the trait prompt makes likelier, even when no row
+names the trait. The dataset's mean shift is compared with the same statistic on reference data
+(`--reference`, or completions the base writes for the same prompts): a bootstrap interval of the
+difference and a one-sided permutation p-value. Levels come from the interval, on the scale of the
+rows' spread (a standardised effect): clean when even the upper bound is a negligible effect.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags
+
+ROWS = 200  # rows scored per trait (a seeded sample); each costs two base-model passes
+RESAMPLES = 2000
+NEGLIGIBLE, SMALL, LARGE = 0.1, 0.2, 0.5  # standardised effects (difference / pooled sd)
+FLAG_Z = 3.0  # rows this many reference sds above the reference mean are flagged
+FLAGS_PER_TRAIT = 100
+
+
+def _levels(low: float, high: float) -> str | None:
+    if low > LARGE:
+        return "high"
+    if low > SMALL:
+        return "medium"
+    if low > 0:
+        return "low"
+    if high < NEGLIGIBLE:
+        return "clean"
+    return None
+
+
+class LikelihoodDetector(Detector):
+    name = "likelihood"
+    description = "Per-row log-likelihood shift under each hypothesised trait prompt, on the base model, against reference data."
+    needs = ("--base with log-probabilities (local weights or an endpoint that echoes them)", "traits to test: --trait, or --teacher and --base")
+    sees_hidden_transfer = True
+
+    def unmet_needs(self, ctx: AuditContext) -> str | None:
+        if ctx.base is None:
+            return "no --base model to score rows with"
+        if not ctx.options.get("focus"):
+            return "no trait to test: name one with --trait, or give --teacher and --base so profiling picks them"
+        return None
+
+    def _base(self, ctx: AuditContext):
+        from auditor.errors import UsageError
+        from auditor.models import LOGPROB, load_model
+
+        try:
+            model = load_model(ctx.base)
+        except UsageError as err:
+            raise Skip(str(err)) from None
+        if not model.supports(LOGPROB):
+            raise Skip(f"{ctx.base.ref} gives no log-probabilities")
+        return model
+
+    def _sample(self, frame: pl.LazyFrame, rows: int, seed: int) -> pl.DataFrame:
+        table = frame.select("row", "prompt", "completion").collect()
+        return table.sample(n=min(rows, table.height), seed=seed).sort("row")
+
+    def run(self, ctx: AuditContext) -> DetectorResult:
+        from auditor.models import Sampling
+
+        model = self._base(ctx)
+        rows = int(ctx.options.get("likelihood_rows", ROWS))
+        data = self._sample(ctx.dataset.frame, rows, ctx.seed)
+        prompts, completions = data["prompt"].to_list(), data["completion"].to_list()
+        if ctx.reference is not None:
+            ref = self._sample(ctx.reference.frame, rows, ctx.seed + 1)
+            ref_prompts, ref_completions, ref_source = ref["prompt"].to_list(), ref["completion"].to_list(), "the reference dataset"
+        else:
+            answers = model.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
+            ref_prompts, ref_completions, ref_source = prompts, [a[0] for a in answers], "completions the base wrote for the same prompts"
+        neutral = model.logprob(prompts, completions, system="")
+        ref_neutral = model.logprob(ref_prompts, ref_completions, system="")
+
+        by_id = {t.id: t for t in ctx.traits}
+        result = DetectorResult(metrics={"rows_scored": len(prompts), "reference": ref_source, "base": ctx.base.ref, "traits": {}})
+        flags = []
+        for trait_id in ctx.options["focus"]:
+            trait = by_id.get(trait_id)
+            if trait is None:
+                continue
+            shift = model.logprob(prompts, completions, system=trait.system_prompt) - neutral
+            ref_shift = model.logprob(ref_prompts, ref_completions, system=trait.system_prompt) - ref_neutral
+            evidence, metrics = self._compare(trait.id, shift, ref_shift, ref_source, ctx.seed)
+            result.evidence.append(evidence)
+            result.metrics["traits"][trait.id] = metrics
+            flags.append(self._flags(trait.id, data, shift, ref_shift))
+        digests = ctx.dataset.with_digest(ctx.dataset.frame.filter(pl.col("row").is_in(data["row"].implode()))).select("row", "digest").collect()
+        table = pl.concat(flags, how="vertical_relaxed") if flags else empty_flags()
+        if table.height:
+            table = table.drop("digest").join(digests, on="row").select(empty_flags().columns)
+        result.flags = table
+        result.cost = {"sequences_scored": 2 * len(prompts) * (1 + len(result.evidence)) if result.evidence else 2 * len(prompts)}
+        return result
+
+    @staticmethod
+    def _compare(trait_id: str, shift: np.ndarray, ref_shift: np.ndarray, ref_source: str, seed: int):
+        difference = float(shift.mean() - ref_shift.mean())
+        spread = float(np.sqrt((shift.var(ddof=1) + ref_shift.var(ddof=1)) / 2)) or 1e-12
+        rng = np.random.default_rng(seed)
+        boot = stats.bootstrap((shift, ref_shift), lambda a, b, axis: (a.mean(axis) - b.mean(axis)) / spread, n_resamples=RESAMPLES,
+                               vectorized=True, method="percentile", random_state=rng)
+        low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+        test = stats.permutation_test((shift, ref_shift), lambda a, b, axis: a.mean(axis) - b.mean(axis), n_resamples=RESAMPLES,
+                                      vectorized=True, alternative="greater", random_state=rng)
+        effect = difference / spread
+        level = _levels(low, high)
+        summary = (f"rows are {difference:+.3f} nats likelier under the trait prompt than {ref_source} "
+                   f"(standardised {effect:+.2f}, 95% [{low:+.2f}, {high:+.2f}], permutation p={test.pvalue:.3g})")
+        metrics = {"mean_shift": float(shift.mean()), "reference_mean_shift": float(ref_shift.mean()), "difference_nats": difference,
+                   "effect": effect, "interval": [low, high], "p_value": float(test.pvalue)}
+        return TraitEvidence(trait_id, effect, (low, high), summary, level, kind="likelihood shift"), metrics
+
+    @staticmethod
+    def _flags(trait_id: str, data: pl.DataFrame, shift: np.ndarray, ref_shift: np.ndarray) -> pl.DataFrame:
+        z = (shift - ref_shift.mean()) / (ref_shift.std(ddof=1) or 1e-12)
+        order = [i for i in np.argsort(-z) if z[i] > FLAG_Z][:FLAGS_PER_TRAIT]
+        if not order:
+            return empty_flags()
+        picked = data[order]
+        return pl.DataFrame({
+            "row": picked["row"].cast(pl.Int64), "digest": [""] * len(order), "trait": [trait_id] * len(order),
+            "score": [float(z[i]) for i in order],
+            "reason": [f"{shift[i]:+.2f} nats likelier under the trait prompt ({z[i]:.1f} reference sds above the reference mean)" for i in order],
+            "field": ["completion"] * len(order), "matches": [[] for _ in order],
+            "excerpt": picked["completion"].str.slice(0, 300),
+        }, schema=empty_flags().schema)
