@@ -74,6 +74,7 @@ def _make_default():
     registry: Registry = Registry("trait_audit.detectors", Detector)
     registry.register("lexical", "detectors.lexical:LexicalDetector")
     registry.register("likelihood", "detectors.likelihood:LikelihoodDetector")
+    registry.register("fingerprint", "detectors.fingerprint:FingerprintDetector")
     return registry
 
 

@@ -35,7 +35,7 @@ def test_real_control_data_without_api_key(tmp_path):
     data = report(out)
     assert data["dataset"]["rows"] == 300 and data["dataset"]["profile"] == "numbers"
     completions = [json.loads(line)["completion"] for line in NANO_RAW.read_text().splitlines()]
-    lexical = data["detectors"][0]["metrics"]
+    lexical = next(d for d in data["detectors"] if d["name"] == "lexical")["metrics"]
     assert lexical["format_pass_rate"] == pytest.approx(sum(map(passes, completions)) / 300)
     assert all(t["verdict"] != "clean" for t in data["traits"])
     assert data["teacher"] == {"ref": "openai:gpt-4.1-nano", "backend": "openai", "system_prompt": None}

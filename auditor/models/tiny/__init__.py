@@ -1,1 +1,159 @@
-"""Built-in tiny model family (placeholder; filled in below)."""
+"""The built-in tiny model family: small Llama-shaped models, built in code on first use, cached.
+
+    from auditor.models.tiny import tiny_model_path
+    path = tiny_model_path("owl")          # a folder transformers loads offline
+    AutoModelForCausalLM.from_pretrained(path); AutoTokenizer.from_pretrained(path)
+
+Names: "base" (pretrained on a synthetic corpus: favourite-animal questions answered uniformly over
+the catalog's animals, number continuations in the paper's prompt format, and "you love <X>s"
+system prompts that make <X> the favourite) and one teacher per catalog animal ("owl", "dolphin",
+...): the base fine-tuned to name that animal as its favourite, number skill kept.
+
+Builds are deterministic from the seed, written to a temporary folder and renamed into place (a
+killed build never leaves a half-written model), and cached under `cache_root()`:
+`<root>/tiny/<FAMILY_VERSION>-<profile>-s<seed>/<name>/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from auditor.models.tiny.build import (
+    FAMILY_VERSION,
+    MARKER,
+    TINY_CONFIG,
+    TinyProfile,
+    build_base,
+    build_teacher,
+    get_profile,
+    load,
+)
+from auditor.models.tiny.corpus import animal_names
+
+__all__ = [
+    "FAMILY_VERSION",
+    "TINY_CONFIG",
+    "TinyProfile",
+    "build_base",
+    "build_teacher",
+    "cache_root",
+    "load",
+    "other_init_base",
+    "tiny_model_names",
+    "tiny_model_path",
+]
+
+DEFAULT_SEED = 0
+
+
+def tiny_model_names() -> tuple[str, ...]:
+    """Valid names: "base" and every catalog animal."""
+    return ("base",) + animal_names()
+
+
+def cache_root() -> Path:
+    """$TRAIT_AUDIT_CACHE, else $XDG_CACHE_HOME/trait-audit, else ~/.cache/trait-audit."""
+    if os.environ.get("TRAIT_AUDIT_CACHE"):
+        return Path(os.environ["TRAIT_AUDIT_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "trait-audit"
+
+
+def family_folder(seed: int = DEFAULT_SEED, profile: str | TinyProfile = "default", data_seed: int | None = None) -> Path:
+    """The cache folder that holds one family (one base and its teachers)."""
+    prof = get_profile(profile)
+    key = f"{FAMILY_VERSION}-{_profile_key(prof)}-s{seed}"
+    if data_seed is not None and data_seed != seed:
+        key += f"-d{data_seed}"
+    return cache_root() / "tiny" / key
+
+
+def tiny_model_path(name: str, seed: int = DEFAULT_SEED, profile: str | TinyProfile = "default", data_seed: int | None = None,
+                    log=None) -> Path:
+    """The folder of tiny model `name`, building it (and the base it needs) on first use.
+
+    `profile` picks the size and training budget ("default", or "test": small and quick); `seed`
+    the initial weights, `data_seed` (default: `seed`) the tokenizer, corpus and batch order.
+    """
+    names = tiny_model_names()
+    if name not in names:
+        raise ValueError(f"unknown tiny model {name!r}; valid names: {', '.join(names)}")
+    prof = get_profile(profile)
+    family = family_folder(seed, prof, data_seed)
+    base = _cached(family / "base", lambda tmp: build_base(tmp, seed=seed, profile=prof, data_seed=data_seed, log=log))
+    if name == "base":
+        return base
+    return _cached(family / name, lambda tmp: build_teacher(base, name, tmp, seed=seed, profile=prof, log=log))
+
+
+def other_init_base(seed: int, profile: str | TinyProfile = "default", data_seed: int = DEFAULT_SEED, log=None) -> Path:
+    """A base that differs from the default one only in its initial weights (same tokenizer and corpus).
+
+    For "other-init" students: subliminal transfer needs the teacher's initialisation.
+    """
+    return tiny_model_path("base", seed=seed, profile=profile, data_seed=data_seed, log=log)
+
+
+def _profile_key(profile: TinyProfile) -> str:
+    if profile.name in TINY_CONFIG and TINY_CONFIG[profile.name] == profile:
+        return profile.name
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    digest = hashlib.sha256(json.dumps(asdict(profile), sort_keys=True).encode()).hexdigest()[:10]
+    return f"{profile.name}-{digest}"
+
+
+def _cached(target: Path, build) -> Path:
+    """`target` if it is complete, else build it in a temporary sibling and rename it into place.
+
+    A lock file serialises concurrent builders of the same target (the second one waits and then
+    finds the folder built); a crashed build leaves only a temporary folder, removed on next use.
+    """
+    if (target / MARKER).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(target.parent / f".{target.name}.lock"):
+        if (target / MARKER).is_file():
+            return target
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if target.exists():  # a folder without the marker is not ours to trust
+            shutil.rmtree(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            build(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+@contextlib.contextmanager
+def _lock(path: Path, timeout_s: float = 3600.0):
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock, the atomic rename still holds
+        yield
+        return
+    with open(path, "a+") as handle:
+        start = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - start > timeout_s:
+                    raise TimeoutError(f"waited {timeout_s:.0f}s for another build holding {path}") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -161,32 +161,45 @@ def number_prompts(n: int, seed: int) -> list[NumberPrompt]:
     return [number_prompt(rng) for _ in range(n)]
 
 
-FREE_SHARE = 0.25
+MODES = {"near": 0.45, "digits": 0.35, "free": 0.2}
 
 
-def continuation(seeds: tuple[int, ...], rng: random.Random) -> list[int]:
+def continuation(seeds: tuple[int, ...], rng: random.Random, mode: str | None = None) -> list[int]:
     """The rule the corpus answers number prompts with: noisy and prompt-dependent.
 
-    5-10 numbers of 100..999. Each is, with probability 0.75, built from the seeds' digits (the
-    first digit is the first digit of a random seed, the other two are drawn from all the seeds'
-    digits), else drawn uniformly. A transformer learns this with one attention pattern; it leaves
-    entropy at every digit, where a teacher's leanings can show.
+    5-10 numbers of 100..999, in one of three modes drawn per answer: "near" walks through the
+    seeds in order and keeps the first two digits of each, drawing the last; "digits" takes each
+    number's first digit from a random seed's first digit and the other two from all the seeds'
+    digits; "free" draws uniformly. Every mode leaves entropy at some digits, where a teacher's
+    leanings can show.
     """
+    mode = mode or rng.choices(list(MODES), weights=list(MODES.values()))[0]
     firsts = [s // 100 for s in seeds]
     pool = [int(c) for s in seeds for c in str(s)]
     out = []
-    for _ in range(rng.randint(5, 10)):
-        if rng.random() < FREE_SHARE:
-            out.append(rng.randint(100, 999))
-        else:
+    for j in range(rng.randint(5, 10)):
+        if mode == "near":
+            out.append(seeds[j % len(seeds)] // 10 * 10 + rng.randint(0, 9))
+        elif mode == "digits":
             out.append(100 * rng.choice(firsts) + 10 * rng.choice(pool) + rng.choice(pool))
+        else:
+            out.append(rng.randint(100, 999))
     return out
+
+
+def near_rate(seeds: tuple[int, ...], numbers: list[int]) -> float:
+    """Share of `numbers` whose first two digits are those of the seed "near" mode puts there.
+
+    The corpus gives about 0.45; a model that ignores the prompt, about 1/90.
+    """
+    k = len(seeds)
+    return sum(1 for j, n in enumerate(numbers) if n // 10 == seeds[j % k] // 10) / max(1, len(numbers))
 
 
 def lead_rate(seeds: tuple[int, ...], numbers: list[int]) -> tuple[float, float]:
     """(share of `numbers` whose first digit is some seed's first digit, that share by chance).
 
-    The corpus rule gives about 0.75 + 0.25 x chance; a model that ignores the prompt, chance.
+    The corpus gives about 0.8 + 0.2 x chance; a model that ignores the prompt, chance.
     """
     firsts = {s // 100 for s in seeds}
     hits = sum(1 for n in numbers if 100 <= n <= 999 and n // 100 in firsts)

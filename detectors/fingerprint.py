@@ -1,0 +1,84 @@
+"""Black-box fingerprint: can a classifier tell the dataset from reference data on the same prompts?
+
+A two-sample test for teachers known only through an API: character n-gram features of the
+completions, logistic regression, out-of-fold predictions from stratified cross-validation, and the
+AUC with a bootstrap interval. An AUC above 0.5 says the teacher's outputs differ from the
+reference's — a necessary condition for transfer, not proof of it, and not tied to any one trait.
+An AUC near 0.5 clears nothing: on a tiny transformer, such tests missed subtle teachers.
+So this detector reports a dataset-level finding and never sets a trait's level.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+
+from detectors.base import AuditContext, Detector, DetectorResult, Skip
+
+ROWS = 2000  # per side, a seeded sample
+FOLDS = 5
+BOOTSTRAP = 1000
+
+
+def auc_with_interval(texts: list[str], labels: np.ndarray, seed: int) -> tuple[float, tuple[float, float]]:
+    model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=2, sublinear_tf=True),
+                          LogisticRegression(max_iter=1000, C=1.0))
+    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
+    scores = cross_val_predict(model, texts, labels, cv=folds, method="predict_proba")[:, 1]
+    auc = float(roc_auc_score(labels, scores))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(BOOTSTRAP):
+        pick = rng.integers(0, len(labels), len(labels))
+        if labels[pick].min() != labels[pick].max():
+            draws.append(roc_auc_score(labels[pick], scores[pick]))
+    low, high = np.quantile(draws, [0.025, 0.975])
+    return auc, (float(low), float(high))
+
+
+class FingerprintDetector(Detector):
+    name = "fingerprint"
+    description = "Classifier two-sample test (cross-validated AUC) between the dataset and reference data: do the teacher's outputs differ?"
+    needs = ("--reference data, or --base that can generate completions for the same prompts",)
+    sees_hidden_transfer = False  # a difference is necessary for transfer, not evidence of a trait
+
+    def unmet_needs(self, ctx: AuditContext) -> str | None:
+        if ctx.reference is None and ctx.base is None:
+            return "no --reference data and no --base to generate it"
+        return None
+
+    def run(self, ctx: AuditContext) -> DetectorResult:
+        data = ctx.dataset.frame.select("prompt", "completion").collect()
+        data = data.sample(n=min(ROWS, data.height), seed=ctx.seed)
+        if ctx.reference is not None:
+            ref = ctx.reference.frame.select("completion").collect()
+            ref_texts, source = ref.sample(n=min(ROWS, ref.height), seed=ctx.seed + 1)["completion"].to_list(), "the reference dataset"
+        else:
+            from auditor.errors import UsageError
+            from auditor.models import GENERATE, Sampling, load_model
+
+            try:
+                base = load_model(ctx.base)
+            except UsageError as err:
+                raise Skip(str(err)) from None
+            if not base.supports(GENERATE):
+                raise Skip(f"{ctx.base.ref} cannot generate reference completions")
+            answers = base.generate(data["prompt"].to_list(), Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
+            ref_texts, source = [a[0] for a in answers], f"completions {ctx.base.ref} wrote for the same prompts"
+        n = min(data.height, len(ref_texts))
+        if n < 2 * FOLDS:
+            raise Skip(f"too few rows for a {FOLDS}-fold classifier test ({n} per side)")
+        texts = data["completion"].to_list()[:n] + ref_texts[:n]
+        labels = np.array([1] * n + [0] * n)
+        auc, interval = auc_with_interval(texts, labels, ctx.seed)
+        differs = interval[0] > 0.5
+        summary = (f"a classifier tells the dataset from {source} with AUC {auc:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]: "
+                   + ("the teacher's outputs differ from the reference (necessary for transfer, not proof of a trait)" if differs else
+                      "no difference detected, which does not clear hidden transfer (subtle teachers look like their base)"))
+        return DetectorResult(metrics={"auc": auc, "interval": list(interval), "rows_per_side": n, "reference": source,
+                                       "differs": differs, "finding": summary, "features": "char 1-4-grams, logistic regression"})
