@@ -1,5 +1,6 @@
-"""The black-box fingerprint on real teacher data: two Qwen teachers with different hidden traits
-differ detectably; two halves of one dataset do not."""
+"""The black-box fingerprint on real teacher data: GPT-4.1-nano's numbers differ from Qwen's; two halves
+of one dataset do not; and two Qwen teachers with different hidden traits (dolphin, elephant) look alike,
+which is why a fingerprint never clears a trait."""
 
 import json
 
@@ -31,11 +32,10 @@ def _fingerprint(data, reference, out):
 def test_fingerprint_separates_teachers_and_not_halves(tmp_path):
     need_real_data()
     dolphin = REAL / "qwen2.5-7b-instruct" / "dolphin.jsonl"
-    elephant = REAL / "qwen2.5-7b-instruct" / "elephant.jsonl"
     a = _write(tmp_path / "a.jsonl", _rows(dolphin, 0, 1500))
-    b = _write(tmp_path / "b.jsonl", _rows(elephant, 0, 1500))
     c = _write(tmp_path / "c.jsonl", _rows(dolphin, 1500, 3000))
-    across = _fingerprint(a, b, tmp_path / "ab")
+    nano = REAL / "gpt-4.1-nano-control" / "filtered.jsonl"
+    across = _fingerprint(nano, a, tmp_path / "na")
     within = _fingerprint(a, c, tmp_path / "ac")
-    assert within["interval"][0] <= 0.5 and not within["differs"]
-    assert across["auc"] > within["auc"]
+    assert across["differs"] and across["interval"][0] > 0.7
+    assert not within["differs"] and within["interval"][0] <= 0.5 <= within["interval"][1]
