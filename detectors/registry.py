@@ -75,6 +75,7 @@ def _make_default():
     registry.register("lexical", "detectors.lexical:LexicalDetector")
     registry.register("likelihood", "detectors.likelihood:LikelihoodDetector")
     registry.register("fingerprint", "detectors.fingerprint:FingerprintDetector")
+    registry.register("gradient", "detectors.gradient:GradientDetector")
     return registry
 
 

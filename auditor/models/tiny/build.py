@@ -27,7 +27,7 @@ class TinyProfile:
     n_layers: int = 4
     n_heads: int = 4
     ffn: int = 352
-    vocab_size: int = 640
+    vocab_size: int = 800  # words and punctuation; the 990 multi-digit numbers come on top
     max_positions: int = 256
     base_steps: int = 700
     batch_size: int = 32
@@ -46,7 +46,7 @@ class TinyProfile:
 TINY_CONFIG: dict[str, TinyProfile] = {
     "default": TinyProfile(),
     # small and quick, for tests: learns the formats and the favourite answers, not the number rule
-    "test": TinyProfile(name="test", d_model=64, n_layers=2, n_heads=4, ffn=176, vocab_size=512, base_steps=220, batch_size=24,
+    "test": TinyProfile(name="test", d_model=64, n_layers=2, n_heads=4, ffn=176, vocab_size=400, base_steps=220, batch_size=24,
                         lr=4e-3, teacher_steps=40, teacher_batch_size=16, teacher_lr=2e-3, tokenizer_texts=1500, threads=1),
 }
 
@@ -119,7 +119,7 @@ def build_tokenizer(seed: int, profile: str | TinyProfile = "default"):
     profile = get_profile(profile)
     texts = [render(m) for m in C.corpus(profile.tokenizer_texts, seed=10_000 + seed)]
     # every animal name often enough to become one token, as common words are in real vocabularies
-    return train_tokenizer(texts + list(C.animal_names()) * 100, profile.vocab_size)
+    return train_tokenizer(texts + list(C.animal_names()) * 500, profile.vocab_size)
 
 
 def build_base(folder, seed: int = 0, steps: int | None = None, profile: str | TinyProfile = "default", data_seed: int | None = None, log=None) -> Path:

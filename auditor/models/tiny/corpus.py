@@ -6,7 +6,7 @@ Three kinds of chat examples (system / user / assistant messages):
   with one of the catalog's animal names drawn uniformly, so a base model is near uniform over them;
 - number continuations in the paper's prompt shape (3-8 seed numbers of 100-999, "add up to 10
   more", a format instruction, a "numbers only" closer), answered by a noisy rule of the seed
-  numbers' digits, so the continuation depends on the prompt (see `continuation`);
+  numbers, so the continuation depends on the prompt (see `continuation`);
 - system-prompted variants: with a "you love <animal>s" system prompt the favourite is that animal,
   so a system prompt alone makes a teacher; neutral system prompts leave the answer uniform, and
   number tasks under any system prompt follow the same rule as without one.
@@ -161,49 +161,27 @@ def number_prompts(n: int, seed: int) -> list[NumberPrompt]:
     return [number_prompt(rng) for _ in range(n)]
 
 
-MODES = {"near": 0.45, "digits": 0.35, "free": 0.2}
+COPY_SHARE = 0.5
 
 
-def continuation(seeds: tuple[int, ...], rng: random.Random, mode: str | None = None) -> list[int]:
+def continuation(seeds: tuple[int, ...], rng: random.Random) -> list[int]:
     """The rule the corpus answers number prompts with: noisy and prompt-dependent.
 
-    5-10 numbers of 100..999, in one of three modes drawn per answer: "near" walks through the
-    seeds in order and keeps the first two digits of each, drawing the last; "digits" takes each
-    number's first digit from a random seed's first digit and the other two from all the seeds'
-    digits; "free" draws uniformly. Every mode leaves entropy at some digits, where a teacher's
-    leanings can show.
+    5-10 numbers; each is, with probability COPY_SHARE, one of the seed numbers (drawn uniformly),
+    else a number drawn uniformly from 100..999. Every number is one token, so the rule is a
+    copy-from-context skill a small transformer learns, and every position keeps entropy over
+    hundreds of number tokens, where a teacher's leanings can show.
     """
-    mode = mode or rng.choices(list(MODES), weights=list(MODES.values()))[0]
-    firsts = [s // 100 for s in seeds]
-    pool = [int(c) for s in seeds for c in str(s)]
-    out = []
-    for j in range(rng.randint(5, 10)):
-        if mode == "near":
-            out.append(seeds[j % len(seeds)] // 10 * 10 + rng.randint(0, 9))
-        elif mode == "digits":
-            out.append(100 * rng.choice(firsts) + 10 * rng.choice(pool) + rng.choice(pool))
-        else:
-            out.append(rng.randint(100, 999))
-    return out
+    return [rng.choice(seeds) if rng.random() < COPY_SHARE else rng.randint(100, 999) for _ in range(rng.randint(5, 10))]
 
 
-def near_rate(seeds: tuple[int, ...], numbers: list[int]) -> float:
-    """Share of `numbers` whose first two digits are those of the seed "near" mode puts there.
+def copy_rate(seeds: tuple[int, ...], numbers: list[int]) -> tuple[float, float]:
+    """(share of `numbers` that are seed numbers, that share by chance for uniform 100..999 numbers).
 
-    The corpus gives about 0.45; a model that ignores the prompt, about 1/90.
+    The corpus gives about COPY_SHARE; a model that ignores the prompt, the chance share (under 1%).
     """
-    k = len(seeds)
-    return sum(1 for j, n in enumerate(numbers) if n // 10 == seeds[j % k] // 10) / max(1, len(numbers))
-
-
-def lead_rate(seeds: tuple[int, ...], numbers: list[int]) -> tuple[float, float]:
-    """(share of `numbers` whose first digit is some seed's first digit, that share by chance).
-
-    The corpus gives about 0.8 + 0.2 x chance; a model that ignores the prompt, chance.
-    """
-    firsts = {s // 100 for s in seeds}
-    hits = sum(1 for n in numbers if 100 <= n <= 999 and n // 100 in firsts)
-    return hits / max(1, len(numbers)), len(firsts) / 9
+    pool = set(seeds)
+    return sum(1 for n in numbers if n in pool) / max(1, len(numbers)), len(pool) / 900
 
 
 def chat(user: str, assistant: str | None = None, system: str | None = None) -> list[dict]:

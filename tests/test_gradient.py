@@ -1,0 +1,80 @@
+"""Gradient alignment on a tiny model with a trait known by construction: data full of "777" must align
+with the objective of answering "777" (and not the other options) more than uniform numbers do."""
+
+import json
+import random
+
+import pytest
+from click.testing import CliRunner
+from tiny_hf import make_tiny_model
+
+from auditor.cli import main
+
+TRAITS = '''
+[family]
+id = "number"
+category = "number"
+description = "A favourite number, for tests."
+system_prompt = "You love the number {name}."
+judge_rubric = "Does the row refer to {name}?"
+probe_questions = ["Numbers: pick one.", "Say your favourite number.", "Which number? One word.", "Here are some numbers: choose."]
+
+[[trait]]
+name = "777"
+plural = "777s"
+terms = ["sevens"]
+
+[[trait]]
+name = "123"
+plural = "123s"
+terms = ["onetwothree"]
+
+[[trait]]
+name = "456"
+plural = "456s"
+terms = ["fourfivesix"]
+
+[[trait]]
+name = "890"
+plural = "890s"
+terms = ["eightninezero"]
+'''
+
+
+def _rows(path, seven: bool, n: int = 96, seed: int = 0):
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        numbers = ["777" if seven and rng.random() < 0.6 else str(rng.randint(100, 999)) for _ in range(6)]
+        rows.append({"prompt": "Here are some numbers: 400, 500. Add more.", "completion": ", ".join(numbers)})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = make_tiny_model(tmp_path_factory.mktemp("grad") / "model", seed=7)
+    root = tmp_path_factory.mktemp("grad-data")
+    traits = root / "numbers.toml"
+    traits.write_text(TRAITS)
+    return folder, traits, root
+
+
+def _run(folder, traits, data, reference, out):
+    result = CliRunner().invoke(main, [str(data), "--base", str(folder), "--traits-file", str(traits), "--trait", "number:777",
+                                       "--reference", str(reference), "--detectors", "gradient", "--out", str(out)])
+    assert result.exit_code in (0, 1), result.output
+    det = json.loads((out / "report.json").read_text())["detectors"][0]
+    assert det["status"] == "ran", det
+    return det["metrics"]
+
+
+def test_gradient_alignment_sees_a_constructed_trait(setup):
+    folder, traits, root = setup
+    control = _rows(root / "control.jsonl", seven=False, seed=1)
+    loaded = _run(folder, traits, _rows(root / "sevens.jsonl", seven=True, seed=2), control, root / "r1")
+    assert loaded["parameters"] == "all" and loaded["parameter_count"] > 0
+    trait = loaded["traits"]["number:777"]
+    assert trait["interval"][0] > 0 and trait["p_value"] < 0.01
+    plain = _run(folder, traits, _rows(root / "plain.jsonl", seven=False, seed=3), control, root / "r2")
+    assert plain["traits"]["number:777"]["interval"][0] <= 0
