@@ -80,6 +80,7 @@ def main():
 @click.option("--fail-on", type=click.Choice(FAIL_ON), default="high", show_default=True, help="Lowest verdict that fails the gate (exit 1).")
 @click.option("--baseline", type=click.Path(path_type=str), help="Accepted flags (by row digest); they no longer raise risk.")
 @click.option("--write-baseline", type=click.Path(path_type=Path), help="Accept every trait flag of this run into this baseline file.")
+@click.option("--export-clean", type=click.Path(path_type=str), help="Write the dataset without the rows flagged for a trait to this new file.")
 @click.option("--prompt-field", help="Field holding the prompt (overrides auto-detection).")
 @click.option("--completion-field", help="Field holding the completion (overrides auto-detection).")
 @click.option("--split", help="Split of a saved HF datasets folder (default: train).")

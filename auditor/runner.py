@@ -41,6 +41,7 @@ class AuditOptions:
     split: str | None = None
     max_row_mib: float = 16
     seed: int = 0
+    export_clean: str | None = None
 
 
 def _package_versions() -> dict[str, str]:
@@ -155,9 +156,14 @@ def run_audit(opts: AuditOptions, progress=lambda message: None) -> dict:
                      "stale": stale_entries(baseline, flags["shown"])} if opts.baseline else None,
         "profile": profile_section,
         "gate": {"fail_on": opts.fail_on, "failed": failed, "failing_traits": failing, "detectors_failed": broken},
+        "export": None,
         "run": {"seed": opts.seed, "argv": sys.argv[1:], "python": platform.python_version(), "platform": platform.platform(),
                 "packages": _package_versions(), "duration_s": round(time.perf_counter() - started, 3)},
     }
+    if opts.export_clean:
+        from auditor.export import export_clean
+
+        result["export"] = export_clean(dataset, result, Path(opts.export_clean))
     return result
 
 

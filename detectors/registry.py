@@ -76,6 +76,7 @@ def _make_default():
     registry.register("likelihood", "detectors.likelihood:LikelihoodDetector")
     registry.register("fingerprint", "detectors.fingerprint:FingerprintDetector")
     registry.register("gradient", "detectors.gradient:GradientDetector")
+    registry.register("divergence", "detectors.divergence:DivergenceDetector")
     return registry
 
 

@@ -147,3 +147,20 @@ def test_project_config_sets_defaults_and_flags_win(tmp_path, monkeypatch):
     (tmp_path / "audit.toml").write_text('colour = "blue"\n')
     bad = audit(data, "--out", tmp_path / "c")
     assert bad.exit_code == 2 and "unknown setting" in bad.output
+
+
+def test_export_clean_drops_exactly_the_flagged_rows(tmp_path):
+    data = FIXTURES / "owl_mentions.jsonl"
+    before = sha256_file(data)
+    clean = tmp_path / "clean.jsonl"
+    result = audit(data, "--out", tmp_path / "o", "--export-clean", clean)
+    assert result.exit_code == 1
+    flagged = {f["row"] for f in report(tmp_path / "o")["flags"] if f["trait"]}
+    original = data.read_text().splitlines()
+    assert clean.read_text().splitlines() == [line for i, line in enumerate(original, 1) if i not in flagged]
+    assert report(tmp_path / "o")["export"]["rows_dropped"] == 3
+    assert sha256_file(data) == before
+    again = audit(tmp_path / "clean.jsonl", "--out", tmp_path / "p")
+    assert again.exit_code == 0, "the exported file passes the gate"
+    same = audit(data, "--out", tmp_path / "q", "--export-clean", data)
+    assert same.exit_code == 2 and sha256_file(data) == before

@@ -67,3 +67,23 @@ def test_skipped_without_base_or_traits(tmp_path):
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     lik = next(d for d in report["detectors"] if d["name"] == "likelihood")
     assert result.exit_code == 0 and lik["status"] == "skipped" and "--base" in lik["reason"]
+
+
+def test_divergence_ranks_teacher_rows_above_base_rows(paired, tmp_path):
+    folder, _ = paired
+    from auditor.generate import number_prompt
+    from auditor.models import Sampling
+
+    owl = load_catalog().get("animal:owl").system_prompt
+    teacher = load_model(parse_ref(str(folder), owl))
+    prompts = [number_prompt(11, i) for i in range(120)]
+    rows = [{"prompt": p, "completion": a[0]} for p, a in zip(prompts, teacher.generate(prompts, Sampling(max_new_tokens=12, seed=6)), strict=True)]
+    _write_all(tmp_path / "t.jsonl", rows)
+    result = CliRunner().invoke(main, [str(tmp_path / "t.jsonl"), "--teacher", str(folder), "--teacher-system", owl, "--base", str(folder),
+                                       "--trait", "animal:owl", "--detectors", "divergence", "--out", str(tmp_path / "r")])
+    assert result.exit_code in (0, 1), result.output
+    det = json.loads((tmp_path / "r" / "report.json").read_text())["detectors"][0]
+    assert det["status"] == "ran", det
+    m = det["metrics"]
+    assert m["mean_divergence"] > m["reference_mean_divergence"] and m["interval"][0] > 0
+    assert m["top_tokens"] and all({"token", "mean_divergence", "count"} <= set(t) for t in m["top_tokens"])

@@ -1,0 +1,103 @@
+"""Teacher-base divergence: per token, log p_teacher - log p_base over the rows.
+
+Where the teacher is white-box too, the tokens where it departs most from its base are where a trait
+would ride (divergence tokens: masking them removes most of the transfer). The dataset score is the
+mean per-token divergence of the rows against the same on reference data (the base's own outputs,
+or --reference): a bootstrap interval of the standardised difference. Data the teacher wrote is
+always likelier under the teacher, so a raised score says "these rows carry the teacher's
+departures from its base", not which trait: the level is capped at low, and the per-row and
+per-token rankings are the evidence a reviewer reads.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags
+
+ROWS = 200
+TOP_ROWS = 50
+TOP_TOKENS = 20
+
+
+class DivergenceDetector(Detector):
+    name = "divergence"
+    description = "Per-token log p_teacher - log p_base over the rows, against reference data; ranks the rows and tokens where a trait would ride."
+    needs = ("--teacher and --base, both with log-probabilities",)
+    sees_hidden_transfer = True
+
+    def unmet_needs(self, ctx: AuditContext) -> str | None:
+        if ctx.teacher is None or ctx.base is None:
+            return "needs both --teacher and --base"
+        if not (ctx.teacher.white_box and ctx.base.white_box):
+            return "needs local weights for both the teacher and the base"
+        return None
+
+    def run(self, ctx: AuditContext) -> DetectorResult:
+        from auditor.errors import UsageError
+        from auditor.models import Sampling, load_model
+
+        try:
+            teacher, base = load_model(ctx.teacher), load_model(ctx.base)
+        except UsageError as err:
+            raise Skip(str(err)) from None
+        rows = int(ctx.options.get("divergence_rows", ROWS))
+        data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
+        data = data.sample(n=min(rows, data.height), seed=ctx.seed).sort("row")
+        prompts, completions = data["prompt"].to_list(), data["completion"].to_list()
+        if ctx.reference is not None:
+            ref = ctx.reference.frame.select("prompt", "completion").collect().sample(n=min(rows, ctx.reference.rows), seed=ctx.seed + 1)
+            ref_prompts, ref_completions, source = ref["prompt"].to_list(), ref["completion"].to_list(), "the reference dataset"
+        else:
+            answers = base.generate(prompts, Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
+            ref_prompts, ref_completions, source = prompts, [a[0] for a in answers], "completions the base wrote for the same prompts"
+
+        per_row, tokens = self._divergence(teacher, base, prompts, completions)
+        ref_rows, _ = self._divergence(teacher, base, ref_prompts, ref_completions)
+        spread = float(np.sqrt((per_row.var(ddof=1) + ref_rows.var(ddof=1)) / 2)) or 1e-12
+        boot = stats.bootstrap((per_row, ref_rows), lambda a, b, axis: (a.mean(axis) - b.mean(axis)) / spread, n_resamples=2000,
+                               vectorized=True, method="percentile", random_state=np.random.default_rng(ctx.seed))
+        low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+        effect = float((per_row.mean() - ref_rows.mean()) / spread)
+        summary = (f"rows diverge {per_row.mean():+.3f} nats/token from the base under the teacher vs {ref_rows.mean():+.3f} on {source} "
+                   f"(standardised {effect:+.2f}, 95% [{low:+.2f}, {high:+.2f}])")
+        level = "low" if low > 0 else None  # not trait-specific: see the module docstring
+        focus = ctx.options.get("focus") or []
+        result = DetectorResult(metrics={"rows_scored": len(prompts), "reference": source, "mean_divergence": float(per_row.mean()),
+                                         "reference_mean_divergence": float(ref_rows.mean()), "effect": effect, "interval": [low, high],
+                                         "top_tokens": tokens, "finding": summary})
+        result.evidence = [TraitEvidence(t, effect, (low, high), summary, level, kind="teacher-base divergence") for t in focus]
+        result.flags = self._flags(ctx, data, per_row, ref_rows, focus[0] if len(focus) == 1 else None)
+        return result
+
+    @staticmethod
+    def _divergence(teacher, base, prompts, completions) -> tuple[np.ndarray, list]:
+        t_scores, b_scores = teacher.score(prompts, completions), base.score(prompts, completions)
+        per_row, counts, sums = [], Counter(), Counter()
+        for t, b in zip(t_scores, b_scores, strict=True):
+            diff = np.array(t.logprobs) - np.array(b.logprobs)
+            per_row.append(float(diff.mean()) if len(diff) else 0.0)
+            for token, d in zip(t.tokens, diff, strict=True):
+                counts[token] += 1
+                sums[token] += float(d)
+        top = sorted(((sums[k] / counts[k], k, counts[k]) for k in counts if counts[k] >= 3), reverse=True)[:TOP_TOKENS]
+        return np.array(per_row), [{"token": k, "mean_divergence": round(v, 4), "count": c} for v, k, c in top]
+
+    @staticmethod
+    def _flags(ctx, data: pl.DataFrame, per_row: np.ndarray, ref_rows: np.ndarray, trait: str | None) -> pl.DataFrame:
+        z = (per_row - ref_rows.mean()) / (ref_rows.std(ddof=1) or 1e-12)
+        order = [i for i in np.argsort(-z) if z[i] > 3][:TOP_ROWS]
+        if not order:
+            return empty_flags()
+        picked = data[order]
+        digests = ctx.dataset.with_digest(ctx.dataset.frame.filter(pl.col("row").is_in(picked["row"].implode()))).select("row", "digest").collect()
+        frame = pl.DataFrame({
+            "row": picked["row"].cast(pl.Int64), "trait": [trait] * len(order), "score": [float(z[i]) for i in order],
+            "reason": [f"diverges {per_row[i]:+.2f} nats/token from the base under the teacher ({z[i]:.1f} reference sds)" for i in order],
+            "field": ["completion"] * len(order), "matches": [[] for _ in order], "excerpt": picked["completion"].str.slice(0, 300),
+        }, schema={k: v for k, v in empty_flags().schema.items() if k != "digest"})
+        return frame.join(digests, on="row").select(empty_flags().columns)
