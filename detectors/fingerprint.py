@@ -11,7 +11,6 @@ So this detector reports a dataset-level finding and never sets a trait's level.
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score

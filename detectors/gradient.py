@@ -107,7 +107,6 @@ class GradientDetector(Detector):
 
     def _subset_grads(self, frame: pl.DataFrame, seed: int) -> list:
         """One loss gradient per row subset: mean token loss of the completions given their prompts."""
-        torch = self.torch
         order = np.random.default_rng(seed).permutation(frame.height)
         subsets = np.array_split(order, SUBSETS)
         prompts, completions = frame["prompt"].to_list(), frame["completion"].to_list()

@@ -52,6 +52,7 @@ def test_trait_teacher_rows_shift_up_and_control_does_not(paired, tmp_path):
     evidence = next(e for e in owl["evidence"] if e["detector"] == "likelihood")
     assert owl["hidden_transfer_checked"] and evidence["level"] in ("low", "medium", "high")
     miss = runner.invoke(main, [str(tmp_path / "c2.jsonl"), "--out", str(tmp_path / "r2"), *args])
+    assert miss.exit_code in (0, 1), miss.output
     report = json.loads((tmp_path / "r2" / "report.json").read_text())
     metrics = next(d for d in report["detectors"] if d["name"] == "likelihood")["metrics"]["traits"]["animal:owl"]
     assert metrics["interval"][0] <= 0 <= metrics["interval"][1] or metrics["p_value"] > 0.01
