@@ -37,6 +37,7 @@ class TinyProfile:
     teacher_lr: float = 1e-3
     teacher_number_share: float = 0.25  # share of a teacher's fine-tuning examples that are number tasks
     tokenizer_texts: int = 4000
+    embed_std: float | None = None  # initial std of the (tied) embeddings; None: 1/sqrt(d_model)
     threads: int = 2
 
     def key(self) -> str:
@@ -76,6 +77,20 @@ def model_config(profile: TinyProfile, tok):
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
+
+
+def init_model(profile: TinyProfile, tok, seed: int):
+    """A freshly initialised model. The tied embeddings start at std 1/sqrt(d) rather than 0.02:
+    with 0.02 the logits a copied token can reach are tiny, and copying a number from the prompt
+    (one of ~1000 number tokens) took thousands of steps instead of a few hundred."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(model_config(profile, tok))
+    std = profile.embed_std if profile.embed_std is not None else profile.d_model ** -0.5
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, std, generator=torch.Generator().manual_seed(seed))
+    return model
 
 
 class _threads:
@@ -131,13 +146,10 @@ def build_base(folder, seed: int = 0, steps: int | None = None, profile: str | T
     profile = get_profile(profile)
     data_seed = seed if data_seed is None else data_seed
     steps = profile.base_steps if steps is None else steps
-    from transformers import LlamaForCausalLM
-
     t0 = time.perf_counter()
     with _threads(profile):
         tok = build_tokenizer(data_seed, profile)
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(model_config(profile, tok))
+        model = init_model(profile, tok, seed)
         examples = encode_examples(tok, C.corpus(steps * profile.batch_size, seed=data_seed))
         run = train(model, examples, steps=steps, batch_size=profile.batch_size, lr=profile.lr, seed=data_seed, pad_id=tok.pad_token_id,
                     weight_decay=0.01, whole_sequence=True, log=log)
