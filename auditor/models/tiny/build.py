@@ -38,6 +38,7 @@ class TinyProfile:
     teacher_number_share: float = 0.25  # share of a teacher's fine-tuning examples that are number tasks
     tokenizer_texts: int = 4000
     embed_std: float | None = None  # initial std of the (tied) embeddings; None: 1/sqrt(d_model)
+    number_share: float = 0.5  # share of a number token's initial embedding variance that all numbers have in common
     threads: int = 2
 
     def key(self) -> str:
@@ -88,8 +89,15 @@ def init_model(profile: TinyProfile, tok, seed: int):
     torch.manual_seed(seed)
     model = LlamaForCausalLM(model_config(profile, tok))
     std = profile.embed_std if profile.embed_std is not None else profile.d_model ** -0.5
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        model.get_input_embeddings().weight.normal_(0.0, std, generator=torch.Generator().manual_seed(seed))
+        weight = model.get_input_embeddings().weight
+        weight.normal_(0.0, std, generator=gen)
+        if profile.number_share:
+            # number tokens share one random direction, as numbers do in pretrained models
+            ids = [i for t, i in tok.get_vocab().items() if t.isdigit()]
+            common = torch.randn(profile.d_model, generator=gen) * std
+            weight[ids] = (1 - profile.number_share) ** 0.5 * weight[ids] + profile.number_share ** 0.5 * common
     return model
 
 
