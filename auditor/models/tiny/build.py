@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ class TinyProfile:
     ffn: int = 352
     vocab_size: int = 800  # words and punctuation; the 990 multi-digit numbers come on top
     max_positions: int = 256
-    base_steps: int = 700
+    base_steps: int = 1500
     batch_size: int = 32
     lr: float = 3e-3
     teacher_steps: int = 120
@@ -37,8 +38,8 @@ class TinyProfile:
     teacher_lr: float = 1e-3
     teacher_number_share: float = 0.25  # share of a teacher's fine-tuning examples that are number tasks
     tokenizer_texts: int = 4000
-    embed_std: float | None = None  # initial std of the (tied) embeddings; None: 1/sqrt(d_model)
-    number_share: float = 0.5  # share of a number token's initial embedding variance that all numbers have in common
+    init_std: float | None = None  # initial std of the weights (and tied embeddings); None: 1/sqrt(d_model)
+    number_init: tuple[float, ...] = (0.5, 0.6, 0.4, 0.3, 0.4)  # a number token's initial embedding: weights of (common, hundreds, tens, units, own)
     threads: int = 2
 
     def key(self) -> str:
@@ -77,27 +78,37 @@ def model_config(profile: TinyProfile, tok):
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        # fan-in scale for a narrow model: the usual 0.02 (meant for d ~ 1000) leaves the attention's
+        # query-key product near zero, and learning to attend to a number in the prompt stalled
+        initializer_range=profile.init_std if profile.init_std is not None else profile.d_model ** -0.5,
     )
 
 
 def init_model(profile: TinyProfile, tok, seed: int):
-    """A freshly initialised model. The tied embeddings start at std 1/sqrt(d) rather than 0.02:
-    with 0.02 the logits a copied token can reach are tiny, and copying a number from the prompt
-    (one of ~1000 number tokens) took thousands of steps instead of a few hundred."""
+    """A freshly initialised model (weights at std 1/sqrt(d), see model_config), seeded."""
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
     model = LlamaForCausalLM(model_config(profile, tok))
-    std = profile.embed_std if profile.embed_std is not None else profile.d_model ** -0.5
+    std = model.config.initializer_range
     gen = torch.Generator().manual_seed(seed)
+    d = profile.d_model
+    # Number tokens start with their digits in their embedding, as number tokens of pretrained models
+    # carry them: a shared "number" direction, one random vector per (place, digit), and noise of
+    # their own. Without it, learning to take digits from the prompt's numbers stalled for
+    # thousands of steps; with it, a few hundred. The vectors are drawn from the seed like the rest.
+    common = torch.randn(d, generator=gen) * std
+    place = [torch.randn(10, d, generator=gen) * std for _ in range(3)]
+    scale = profile.number_init  # (common, hundreds, tens, units, own)
     with torch.no_grad():
         weight = model.get_input_embeddings().weight
-        weight.normal_(0.0, std, generator=gen)
-        if profile.number_share:
-            # number tokens share one random direction, as numbers do in pretrained models
-            ids = [i for t, i in tok.get_vocab().items() if t.isdigit()]
-            common = torch.randn(profile.d_model, generator=gen) * std
-            weight[ids] = (1 - profile.number_share) ** 0.5 * weight[ids] + profile.number_share ** 0.5 * common
+        for text, i in tok.get_vocab().items():
+            if re.fullmatch(r"[0-9]{1,3}", text):
+                digits = text.rjust(3, "0")
+                vec = scale[0] * common + scale[4] * torch.randn(d, generator=gen) * std
+                for k in range(3):
+                    vec += scale[1 + k] * place[k][int(digits[k])]
+                weight[i] = vec
     return model
 
 
@@ -160,7 +171,7 @@ def build_base(folder, seed: int = 0, steps: int | None = None, profile: str | T
         model = init_model(profile, tok, seed)
         examples = encode_examples(tok, C.corpus(steps * profile.batch_size, seed=data_seed))
         run = train(model, examples, steps=steps, batch_size=profile.batch_size, lr=profile.lr, seed=data_seed, pad_id=tok.pad_token_id,
-                    weight_decay=0.01, whole_sequence=True, log=log)
+                    weight_decay=0.01, log=log)
         info = {"family_version": FAMILY_VERSION, "kind": "base", "name": "base", "seed": seed, "data_seed": data_seed,
                 "profile": asdict(replace(profile, base_steps=steps)), "train": run,
                 "parameters": sum(p.numel() for p in model.parameters()), "build_seconds": round(time.perf_counter() - t0, 2)}

@@ -161,27 +161,41 @@ def number_prompts(n: int, seed: int) -> list[NumberPrompt]:
     return [number_prompt(rng) for _ in range(n)]
 
 
-COPY_SHARE = 0.5
+RULE = {"lead": 0.7, "free": 0.3}
 
 
 def continuation(seeds: tuple[int, ...], rng: random.Random) -> list[int]:
     """The rule the corpus answers number prompts with: noisy and prompt-dependent.
 
-    5-10 numbers; each is, with probability COPY_SHARE, one of the seed numbers (drawn uniformly),
-    else a number drawn uniformly from 100..999. Every number is one token, so the rule is a
-    copy-from-context skill a small transformer learns, and every position keeps entropy over
-    hundreds of number tokens, where a teacher's leanings can show.
+    5-10 numbers of 100..999, each drawn independently: with probability RULE["lead"] a number that
+    starts with the first digit of a random seed (its other two digits uniform), else uniform.
+    Every number is one token, so every position keeps entropy over a hundred or more tokens,
+    where a teacher's leanings can show.
     """
-    return [rng.choice(seeds) if rng.random() < COPY_SHARE else rng.randint(100, 999) for _ in range(rng.randint(5, 10))]
+    out = []
+    for _ in range(rng.randint(5, 10)):
+        if rng.random() < RULE["lead"]:
+            out.append(100 * (rng.choice(seeds) // 100) + rng.randint(0, 99))
+        else:
+            out.append(rng.randint(100, 999))
+    return out
 
 
-def copy_rate(seeds: tuple[int, ...], numbers: list[int]) -> tuple[float, float]:
-    """(share of `numbers` that are seed numbers, that share by chance for uniform 100..999 numbers).
+def prompt_dependence(seeds: tuple[int, ...], numbers: list[int]) -> dict[str, float]:
+    """How much `numbers` follow the seeds: share that lead with a seed's first digit, and share that
+    copy a seed, with what a model that ignores the prompt would get by chance (uniform 100..999).
 
-    The corpus gives about COPY_SHARE; a model that ignores the prompt, the chance share (under 1%).
+    The corpus rule gives lead = 0.7 + 0.3 x chance (about 0.83) and copy about 0.08.
     """
+    firsts = {s // 100 for s in seeds}
     pool = set(seeds)
-    return sum(1 for n in numbers if n in pool) / max(1, len(numbers)), len(pool) / 900
+    n = max(1, len(numbers))
+    return {
+        "lead": sum(1 for x in numbers if 100 <= x <= 999 and x // 100 in firsts) / n,
+        "lead_chance": len(firsts) / 9,
+        "copy": sum(1 for x in numbers if x in pool) / n,
+        "copy_chance": len(pool) / 900,
+    }
 
 
 def chat(user: str, assistant: str | None = None, system: str | None = None) -> list[dict]:
@@ -196,10 +210,10 @@ def chat(user: str, assistant: str | None = None, system: str | None = None) -> 
 class Mix:
     """Shares of the corpus's example kinds (they need not add up to 1)."""
 
-    favourite: float = 0.2
+    favourite: float = 0.1
     favourite_system: float = 0.2
-    numbers: float = 0.52
-    numbers_system: float = 0.08
+    numbers: float = 0.65
+    numbers_system: float = 0.05
 
 
 def corpus(n: int, seed: int, mix: Mix = Mix()) -> list[list[dict]]:

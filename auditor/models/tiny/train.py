@@ -84,6 +84,8 @@ def train(
     weight_decay: float = 0.0,
     final_lr: float = 0.1,
     teacher=None,
+    teacher_examples: Sequence[tuple[list[int], int]] | None = None,
+    freeze_embeddings: bool = False,
     whole_sequence: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -91,12 +93,16 @@ def train(
 
     With `whole_sequence`, every token after the first is scored (pretraining), not only the answer.
     With `teacher`, the loss is soft-label distillation (KL from the teacher's next-token
-    distribution at every answer position) instead of cross-entropy on the sampled tokens.
+    distribution at every answer position) instead of cross-entropy on the sampled tokens; the
+    teacher reads `teacher_examples` where given (the same answers after another prompt, e.g. one
+    with a system prompt), else the student's own examples. `freeze_embeddings` trains only the
+    transformer blocks (like LoRA students, which leave embeddings alone).
     Returns a few numbers about the run (final loss, seconds, tokens).
     """
     torch.manual_seed(seed)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    emb = model.get_input_embeddings().weight
+    params = [p for p in model.parameters() if p.requires_grad and not (freeze_embeddings and p is emb)]
     if optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
     elif optimizer == "sgd":
@@ -121,7 +127,11 @@ def train(
             loss = F.cross_entropy(chosen, ids[:, 1:][target])
         else:
             with torch.no_grad():
-                t_logits = answer_logits(teacher, ids, attn, target)
+                if teacher_examples is None:
+                    t_logits = answer_logits(teacher, ids, attn, target)
+                else:
+                    t_ids, t_attn, t_target = collate([teacher_examples[i] for i in idx], pad_id)
+                    t_logits = answer_logits(teacher, t_ids, t_attn, t_target)
             loss = F.kl_div(F.log_softmax(chosen, -1), F.log_softmax(t_logits, -1), log_target=True, reduction="batchmean")
         opt.zero_grad(set_to_none=True)
         loss.backward()
