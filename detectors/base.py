@@ -82,6 +82,17 @@ class AuditContext:
         return {d for det, d, t in self.accepted if det == detector and t == trait}
 
 
+def load_or_skip(ref):
+    """The model behind a reference; a reference that cannot be loaded skips the detector with the reason."""
+    from auditor.errors import UsageError
+    from auditor.models import load_model
+
+    try:
+        return load_model(ref)
+    except UsageError as err:
+        raise Skip(str(err)) from None
+
+
 class Detector(ABC):
     """Subclass, set the class attributes, override run()."""
 

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags
+from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, load_or_skip
 
 ROWS = 200
 TOP_ROWS = 50
@@ -38,13 +38,9 @@ class DivergenceDetector(Detector):
         return None
 
     def run(self, ctx: AuditContext) -> DetectorResult:
-        from auditor.errors import UsageError
-        from auditor.models import Sampling, load_model
+        from auditor.models import Sampling
 
-        try:
-            teacher, base = load_model(ctx.teacher), load_model(ctx.base)
-        except UsageError as err:
-            raise Skip(str(err)) from None
+        teacher, base = load_or_skip(ctx.teacher), load_or_skip(ctx.base)
         rows = int(ctx.options.get("divergence_rows", ROWS))
         data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed).sort("row")

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 
-from detectors.base import AuditContext, Detector, DetectorResult, Skip
+from detectors.base import AuditContext, Detector, DetectorResult, Skip, load_or_skip
 
 ROWS = 2000  # per side, a seeded sample
 FOLDS = 5
@@ -58,13 +58,9 @@ class FingerprintDetector(Detector):
             ref = ctx.reference.frame.select("completion").collect()
             ref_texts, source = ref.sample(n=min(ROWS, ref.height), seed=ctx.seed + 1)["completion"].to_list(), "the reference dataset"
         else:
-            from auditor.errors import UsageError
-            from auditor.models import GENERATE, Sampling, load_model
+            from auditor.models import GENERATE, Sampling
 
-            try:
-                base = load_model(ctx.base)
-            except UsageError as err:
-                raise Skip(str(err)) from None
+            base = load_or_skip(ctx.base)
             if not base.supports(GENERATE):
                 raise Skip(f"{ctx.base.ref} cannot generate reference completions")
             answers = base.generate(data["prompt"].to_list(), Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")

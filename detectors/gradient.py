@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence
+from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
 from detectors.likelihood import _levels
 
 ROWS = 256  # rows per side (a seeded sample)
@@ -52,13 +52,9 @@ class GradientDetector(Detector):
     def run(self, ctx: AuditContext) -> DetectorResult:
         import torch
 
-        from auditor.errors import UsageError
-        from auditor.models import Sampling, load_model
+        from auditor.models import Sampling
 
-        try:
-            model = load_model(ctx.base)
-        except UsageError as err:
-            raise Skip(str(err)) from None
+        model = load_or_skip(ctx.base)
         scope = ctx.options.get("gradient_params", "all" if sum(p.numel() for p in model.weights()[0].parameters()) < 20_000_000 else "last")
         params = _parameters(model.weights()[0], scope)
         self.torch, self.model, self.params = torch, model, params

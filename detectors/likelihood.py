@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags
+from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, load_or_skip
 
 ROWS = 200  # rows scored per trait (a seeded sample); each costs two base-model passes
 RESAMPLES = 2000
@@ -49,13 +49,9 @@ class LikelihoodDetector(Detector):
         return None
 
     def _base(self, ctx: AuditContext):
-        from auditor.errors import UsageError
-        from auditor.models import LOGPROB, load_model
+        from auditor.models import LOGPROB
 
-        try:
-            model = load_model(ctx.base)
-        except UsageError as err:
-            raise Skip(str(err)) from None
+        model = load_or_skip(ctx.base)
         if not model.supports(LOGPROB):
             raise Skip(f"{ctx.base.ref} gives no log-probabilities")
         return model
