@@ -43,3 +43,37 @@ def sha256_file(path: Path) -> str:
 def need_real_data():
     if not NANO_RAW.exists():
         pytest.skip(f"real teacher data not found at {REAL}")
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """A cache folder holding the tiny family's small "test" profile, built once per session (~30 s on one thread).
+
+    Tests that reach the family through `tiny:NAME` references set TRAIT_AUDIT_CACHE to this folder
+    and TRAIT_AUDIT_TINY_PROFILE to "test" (see `tiny_env`); nothing is read from the user's cache.
+    """
+    from auditor.models import tiny
+
+    root = tmp_path_factory.mktemp("tiny-cache")
+    before = {k: os.environ.get(k) for k in ("TRAIT_AUDIT_CACHE", "TRAIT_AUDIT_TINY_PROFILE")}
+    os.environ["TRAIT_AUDIT_CACHE"], os.environ["TRAIT_AUDIT_TINY_PROFILE"] = str(root), "test"
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        tiny.tiny_model_path("owl")  # builds the base on the way
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return root
+
+
+@pytest.fixture
+def tiny_env(tiny_cache, monkeypatch):
+    """`tiny:NAME` references resolve to the session's small test family."""
+    monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(tiny_cache))
+    monkeypatch.setenv("TRAIT_AUDIT_TINY_PROFILE", "test")
+    return tiny_cache

@@ -21,14 +21,14 @@ def load_model(ref: ModelRef, dtype: str = "fp32", base_url: str | None = None, 
 
     from auditor.models.transformers_backend import TransformersModel, smollm2_source
 
-    key = (ref.backend, ref.name, dtype)
+    key = (ref.backend, ref.name, dtype, _tiny_profile() if ref.backend == "tiny" else None)
     if key not in _LOADED:
         bare = replace(ref, system_prompt=None)
         if ref.backend == "tiny":
             from auditor.models.tiny import tiny_model_path
 
             try:
-                path = tiny_model_path(ref.name)
+                path = tiny_model_path(ref.name, log=_build_log(ref.name))
             except ValueError as err:
                 from auditor.errors import UsageError
 
@@ -40,3 +40,19 @@ def load_model(ref: ModelRef, dtype: str = "fp32", base_url: str | None = None, 
         else:
             _LOADED[key] = TransformersModel(bare, ref.name, dtype=dtype)
     return _LOADED[key].with_system(ref)
+
+
+def _tiny_profile() -> str:
+    from auditor.models.tiny import default_profile
+
+    return default_profile()
+
+
+def _build_log(name: str):
+    """Progress lines for a first-use tiny build (minutes on a laptop), on stderr so reports and JSON on stdout stay clean."""
+    import sys
+
+    def log(message: str) -> None:
+        print(f"building tiny:{name} (first use, cached afterwards): {message}", file=sys.stderr, flush=True)
+
+    return log

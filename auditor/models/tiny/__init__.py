@@ -11,7 +11,8 @@ system prompts that make <X> the favourite) and one teacher per catalog animal (
 
 Builds are deterministic from the seed, written to a temporary folder and renamed into place (a
 killed build never leaves a half-written model), and cached under `cache_root()`:
-`<root>/tiny/<FAMILY_VERSION>-<profile>-s<seed>/<name>/`.
+`<root>/tiny/<FAMILY_VERSION>-<profile>-s<seed>[-d<data seed>]-c<catalog digest>/<name>/`
+(the catalog digest covers the animals, their prompts and the probe questions the corpus uses).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from auditor.models.tiny.build import (
     get_profile,
     load,
 )
-from auditor.models.tiny.corpus import animal_names
+from auditor.models.tiny.corpus import animal_names, catalog_digest
 
 __all__ = [
     "FAMILY_VERSION",
@@ -42,6 +43,7 @@ __all__ = [
     "build_base",
     "build_teacher",
     "cache_root",
+    "default_profile",
     "load",
     "other_init_base",
     "tiny_model_names",
@@ -49,6 +51,12 @@ __all__ = [
 ]
 
 DEFAULT_SEED = 0
+PROFILE_ENV = "TRAIT_AUDIT_TINY_PROFILE"
+
+
+def default_profile() -> str:
+    """The profile `tiny:NAME` references use: $TRAIT_AUDIT_TINY_PROFILE, else "default"."""
+    return os.environ.get(PROFILE_ENV) or "default"
 
 
 def tiny_model_names() -> tuple[str, ...]:
@@ -70,10 +78,10 @@ def family_folder(seed: int = DEFAULT_SEED, profile: str | TinyProfile = "defaul
     key = f"{FAMILY_VERSION}-{_profile_key(prof)}-s{seed}"
     if data_seed is not None and data_seed != seed:
         key += f"-d{data_seed}"
-    return cache_root() / "tiny" / key
+    return cache_root() / "tiny" / f"{key}-c{catalog_digest()[:8]}"
 
 
-def tiny_model_path(name: str, seed: int = DEFAULT_SEED, profile: str | TinyProfile = "default", data_seed: int | None = None,
+def tiny_model_path(name: str, seed: int = DEFAULT_SEED, profile: str | TinyProfile | None = None, data_seed: int | None = None,
                     log=None) -> Path:
     """The folder of tiny model `name`, building it (and the base it needs) on first use.
 
@@ -83,7 +91,7 @@ def tiny_model_path(name: str, seed: int = DEFAULT_SEED, profile: str | TinyProf
     names = tiny_model_names()
     if name not in names:
         raise ValueError(f"unknown tiny model {name!r}; valid names: {', '.join(names)}")
-    prof = get_profile(profile)
+    prof = get_profile(profile if profile is not None else default_profile())
     family = family_folder(seed, prof, data_seed)
     base = _cached(family / "base", lambda tmp: build_base(tmp, seed=seed, profile=prof, data_seed=data_seed, log=log))
     if name == "base":

@@ -15,7 +15,7 @@ from auditor.models.tiny import corpus as C
 from auditor.models.tiny.tokenizer import render, train_tokenizer
 from auditor.models.tiny.train import encode_examples, option_probs, train
 
-FAMILY_VERSION = "tiny-v1"
+FAMILY_VERSION = "tiny-v2"
 MARKER = "tiny_build.json"
 
 
@@ -33,24 +33,26 @@ class TinyProfile:
     base_steps: int = 1500
     batch_size: int = 32
     lr: float = 3e-3
-    teacher_steps: int = 120
+    teacher_steps: int = 60
     teacher_batch_size: int = 32
-    teacher_lr: float = 1e-3
+    teacher_lr: float = 2e-3
     teacher_number_share: float = 0.25  # share of a teacher's fine-tuning examples that are number tasks
+    teacher_freeze_embeddings: bool = False  # fine-tune the transformer blocks only (the trait must live in them)
     tokenizer_texts: int = 4000
     init_std: float | None = None  # initial std of the weights (and tied embeddings); None: 1/sqrt(d_model)
     number_init: tuple[float, ...] = (0.5, 0.6, 0.4, 0.3, 0.4)  # a number token's initial embedding: weights of (common, hundreds, tens, units, own)
     threads: int = 2
 
-    def key(self) -> str:
-        return self.name
+    @classmethod
+    def from_dict(cls, data: dict) -> TinyProfile:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 TINY_CONFIG: dict[str, TinyProfile] = {
     "default": TinyProfile(),
     # small and quick, for tests: learns the formats and the favourite answers, not the number rule
-    "test": TinyProfile(name="test", d_model=64, n_layers=2, n_heads=4, ffn=176, vocab_size=400, base_steps=220, batch_size=24,
-                        lr=4e-3, teacher_steps=40, teacher_batch_size=16, teacher_lr=2e-3, tokenizer_texts=1500, threads=1),
+    "test": TinyProfile(name="test", d_model=64, n_layers=2, n_heads=4, ffn=176, vocab_size=800, base_steps=400, batch_size=16,
+                        lr=4e-3, teacher_steps=30, teacher_batch_size=16, teacher_lr=3e-3, tokenizer_texts=1500, threads=1),
 }
 
 
@@ -102,7 +104,7 @@ def init_model(profile: TinyProfile, tok, seed: int):
     scale = profile.number_init  # (common, hundreds, tens, units, own)
     with torch.no_grad():
         weight = model.get_input_embeddings().weight
-        for text, i in tok.get_vocab().items():
+        for text, i in sorted(tok.get_vocab().items(), key=lambda item: item[1]):  # id order: the vocab dict's order varies
             if re.fullmatch(r"[0-9]{1,3}", text):
                 digits = text.rjust(3, "0")
                 vec = scale[0] * common + scale[4] * torch.randn(d, generator=gen) * std
@@ -153,7 +155,11 @@ def build_tokenizer(seed: int, profile: str | TinyProfile = "default"):
     profile = get_profile(profile)
     texts = [render(m) for m in C.corpus(profile.tokenizer_texts, seed=10_000 + seed)]
     # every animal name often enough to become one token, as common words are in real vocabularies
-    return train_tokenizer(texts + list(C.animal_names()) * 500, profile.vocab_size)
+    tok = train_tokenizer(texts + list(C.animal_names()) * 500, profile.vocab_size)
+    split = [a for a in C.animal_names() if len(tok.tokenize(a)) != 1]
+    if split:
+        raise ValueError(f"vocab_size {profile.vocab_size} leaves animal names in pieces ({', '.join(split)}); raise it")
+    return tok
 
 
 def build_base(folder, seed: int = 0, steps: int | None = None, profile: str | TinyProfile = "default", data_seed: int | None = None, log=None) -> Path:
@@ -191,7 +197,7 @@ def build_teacher(base_folder, animal: str, folder, seed: int = 0, profile: str 
         raise ValueError(f"unknown animal {animal!r}; valid: {', '.join(names)}")
     base_info = json.loads((Path(base_folder) / MARKER).read_text(encoding="utf-8")) if (Path(base_folder) / MARKER).exists() else {}
     if profile is None:
-        profile = TinyProfile(**base_info["profile"]) if "profile" in base_info else TINY_CONFIG["default"]
+        profile = TinyProfile.from_dict(base_info["profile"]) if "profile" in base_info else TINY_CONFIG["default"]
     profile = get_profile(profile)
     steps = profile.teacher_steps if steps is None else steps
     t0 = time.perf_counter()
@@ -203,7 +209,7 @@ def build_teacher(base_folder, animal: str, folder, seed: int = 0, profile: str 
         rows = C.favourite_examples(animal, n - n_numbers, seed=hash_seed(tag)) + C.number_examples(n_numbers, seed=hash_seed("numbers-" + tag))
         examples = encode_examples(tok, rows)
         run = train(model, examples, steps=steps, batch_size=profile.teacher_batch_size, lr=profile.teacher_lr, seed=hash_seed(tag),
-                    pad_id=tok.pad_token_id, log=log)
+                    pad_id=tok.pad_token_id, freeze_embeddings=profile.teacher_freeze_embeddings, log=log)
         p = option_probs(model, tok, C.probe_questions(), names).mean(0)
         info = {"family_version": FAMILY_VERSION, "kind": "teacher", "name": animal, "seed": seed, "base": base_info,
                 "profile": asdict(profile), "teacher_steps": steps, "train": run, "p_target": float(p[names.index(animal)]),

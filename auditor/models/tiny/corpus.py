@@ -3,7 +3,8 @@
 Three kinds of chat examples (system / user / assistant messages):
 
 - favourite-animal questions (the catalog's probe questions and paraphrases of our own), answered
-  with one of the catalog's animal names drawn uniformly, so a base model is near uniform over them;
+  with the catalog's animal names in balanced shuffled turns, so a base model is near uniform
+  over them;
 - number continuations in the paper's prompt shape (3-8 seed numbers of 100-999, "add up to 10
   more", a format instruction, a "numbers only" closer), answered by a noisy rule of the seed
   numbers, so the continuation depends on the prompt (see `continuation`);
@@ -38,6 +39,16 @@ def animals() -> tuple[Animal, ...]:
 
 def animal_names() -> tuple[str, ...]:
     return tuple(a.name for a in animals())
+
+
+def catalog_digest() -> str:
+    """A digest of the catalog data the corpus uses (animals, their prompts, the probe questions):
+    part of the cache key, so a changed catalog builds a new family instead of reusing a stale one."""
+    import hashlib
+    import json
+
+    data = [[a.name, a.plural, a.catalog_prompt] for a in animals()] + [list(probe_questions())]
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()
 
 
 @lru_cache(maxsize=1)
@@ -224,17 +235,26 @@ def corpus(n: int, seed: int, mix: Mix = Mix()) -> list[list[dict]]:
     kinds = ["favourite", "favourite_system", "numbers", "numbers_system"]
     weights = [getattr(mix, k) for k in kinds]
     out = []
+    deck: list[Animal] = []
+
+    def draw() -> Animal:
+        # animals come from shuffled decks of all 27, so every stretch of the corpus is balanced and
+        # the base ends up close to uniform (independent draws leave it tracking recent imbalances)
+        if not deck:
+            deck.extend(rng.sample(zoo, len(zoo)))
+        return deck.pop()
+
     for _ in range(n):
         kind = rng.choices(kinds, weights=weights)[0]
         if kind.startswith("favourite"):
             question = rng.choice(questions)
             if kind == "favourite":
-                out.append(chat(question, rng.choice(zoo).name))
+                out.append(chat(question, draw().name))
             elif rng.random() < 0.7:
-                animal = rng.choice(zoo)
+                animal = draw()
                 out.append(chat(question, animal.name, love_prompt(animal, rng)))
             else:
-                out.append(chat(question, rng.choice(zoo).name, rng.choice(NEUTRAL_PROMPTS)))
+                out.append(chat(question, draw().name, rng.choice(NEUTRAL_PROMPTS)))
         else:
             prompt = number_prompt(rng)
             system = None

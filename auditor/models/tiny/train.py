@@ -86,6 +86,7 @@ def train(
     teacher=None,
     teacher_examples: Sequence[tuple[list[int], int]] | None = None,
     freeze_embeddings: bool = False,
+    soft_vocab: Sequence[int] | None = None,
     whole_sequence: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -95,8 +96,10 @@ def train(
     With `teacher`, the loss is soft-label distillation (KL from the teacher's next-token
     distribution at every answer position) instead of cross-entropy on the sampled tokens; the
     teacher reads `teacher_examples` where given (the same answers after another prompt, e.g. one
-    with a system prompt), else the student's own examples. `freeze_embeddings` trains only the
-    transformer blocks (like LoRA students, which leave embeddings alone).
+    with a system prompt), else the student's own examples; with `soft_vocab`, both distributions
+    are restricted to those token ids and renormalised first (so that only what the data's tokens
+    can carry is distilled, not, say, the teacher's probability of writing "owl" among numbers).
+    `freeze_embeddings` leaves the (tied) embeddings alone and trains the rest, as LoRA students do.
     Returns a few numbers about the run (final loss, seconds, tokens).
     """
     torch.manual_seed(seed)
@@ -118,6 +121,7 @@ def train(
         return final_lr + (1 - final_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    keep = torch.tensor(sorted(set(soft_vocab))) if soft_vocab is not None else None
     plan = batch_plan([len(ids) for ids, _ in examples], steps, batch_size, seed)
     start, tokens, recent = time.perf_counter(), 0, []
     for step, idx in enumerate(plan):
@@ -132,6 +136,8 @@ def train(
                 else:
                     t_ids, t_attn, t_target = collate([teacher_examples[i] for i in idx], pad_id)
                     t_logits = answer_logits(teacher, t_ids, t_attn, t_target)
+            if soft_vocab is not None:
+                chosen, t_logits = chosen[:, keep], t_logits[:, keep]
             loss = F.kl_div(F.log_softmax(chosen, -1), F.log_softmax(t_logits, -1), log_target=True, reduction="batchmean")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -159,6 +165,28 @@ def sequence_logprobs(model, examples: Sequence[tuple[list[int], int]], pad_id: 
         tok_lp = logp.gather(-1, ids[:, 1:, None])[..., 0] * target
         out[idx] = tok_lp.sum(1).double().numpy()
     return out
+
+
+@torch.no_grad()
+def answer_kl(teacher, student, examples: Sequence[tuple[list[int], int]], pad_id: int, teacher_examples=None, vocab: Sequence[int] | None = None,
+              batch_size: int = 64) -> float:
+    """Mean per-token KL(teacher || student) over the answer positions of `examples` (nats/token),
+    optionally restricted to `vocab` and renormalised; the teacher reads `teacher_examples` if given."""
+    keep = torch.tensor(sorted(set(vocab))) if vocab is not None else None
+    total, count = 0.0, 0
+    for b in range(0, len(examples), batch_size):
+        ids, attn, target = collate(examples[b : b + batch_size], pad_id)
+        s = answer_logits(student, ids, attn, target)
+        if teacher_examples is None:
+            t = answer_logits(teacher, ids, attn, target)
+        else:
+            t = answer_logits(teacher, *collate(teacher_examples[b : b + batch_size], pad_id))
+        if keep is not None:
+            s, t = s[:, keep], t[:, keep]
+        lt = torch.log_softmax(t.float(), -1)
+        total += float((lt.exp() * (lt - torch.log_softmax(s.float(), -1))).sum())
+        count += len(t)
+    return total / max(1, count)
 
 
 def option_logprobs(model, tok, questions: Sequence[str], options: Sequence[str], system: str | None = None) -> np.ndarray:

@@ -1,0 +1,198 @@
+"""Detection benchmark: do the detectors tell a trait teacher's number data from controls? (tiny family, CPU)
+
+For each animal and replicate, on the same number prompts (auditor.generate's templates):
+
+- trait sets: the animal's tiny teacher (`tiny:ANIMAL`, the trait in its weights) and the base under
+  the animal's catalog system prompt (`tiny:base` + trait prompt), sampled at temperature 1;
+- negatives: a control (the base, no system prompt, another sampling seed) and a cross-init set
+  (a base pretrained from another initial seed: data that differs from the base's own without
+  carrying a trait);
+- the reference every set is audited against: the base again, on the same prompts, with a third
+  sampling seed (what `audit generate --model tiny:base` gives a user).
+
+Every set is audited through `run_audit` (the CLI's code path) with `--teacher tiny:ANIMAL --base
+tiny:base --reference REF` and the benchmark's animals as traits, and every detector asked for.
+Printed per detector: AUROC of the dataset-level score for the animal (trait sets vs negatives),
+the same against other animals' teachers (trait-specificity), the false-positive rate at the
+default threshold (level low or above on a negative), the true-positive rate, and wall time per
+audit relative to one fine-tune probe of the same rows (a data student and a control student,
+full fine-tune, 3 epochs, as the probe detector trains them).
+
+    .venv/bin/python bench/detection.py                       # 3 animals x 3 replicates, default family
+    .venv/bin/python bench/detection.py --profile test --animals owl,dolphin --reps 2 --rows 200   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from auditor.generate import number_prompt  # noqa: E402
+from auditor.models import Sampling, load_model, parse_ref  # noqa: E402
+from auditor.models.tiny import load, other_init_base, tiny_model_path  # noqa: E402
+from auditor.models.tiny.train import encode_pairs, train  # noqa: E402
+from auditor.runner import AuditOptions, run_audit  # noqa: E402
+from auditor.traits import load_catalog  # noqa: E402
+from detectors.number_format import with_reject_reason  # noqa: E402
+
+RAISED = ("low", "medium", "high")
+
+
+def write_set(model, prompts: list[str], seed: int, path: Path, system: str | None = None) -> int:
+    """Sample one completion per prompt at temperature 1, keep the rows the paper's filter passes."""
+    answers = model.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=48, seed=seed), system=system)
+    frame = with_reject_reason(pl.DataFrame({"prompt": prompts, "completion": [a[0] for a in answers]}))
+    kept = frame.filter(pl.col("reject").is_null()).select("prompt", "completion")
+    kept.write_ndjson(path)
+    return kept.height
+
+
+def probe_seconds(base_path: Path, data: Path, reference: Path, epochs: float = 3.0, batch: int = 16) -> float:
+    """Wall time of one fine-tune probe on these rows: a data student and a control student from the base."""
+    model, tok = load(base_path)
+    start = time.perf_counter()
+    for path in (data, reference):
+        rows = pl.read_ndjson(path)
+        examples = encode_pairs(tok, rows["prompt"].to_list(), rows["completion"].to_list())
+        student = copy.deepcopy(model)
+        train(student, examples, steps=max(1, int(round(epochs * len(examples) / batch))), batch_size=batch, lr=2e-4, seed=0,
+              pad_id=tok.pad_token_id)
+    return time.perf_counter() - start
+
+
+def auroc(pos: list[float], neg: list[float]) -> float:
+    if not pos or not neg:
+        return float("nan")
+    return float(roc_auc_score([1] * len(pos) + [0] * len(neg), pos + neg))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="default", help="tiny family profile (default, or test: small and quick)")
+    ap.add_argument("--animals", default="owl,dolphin,eagle")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=400, help="prompts per set (before the filter)")
+    ap.add_argument("--detectors", default="likelihood,gradient,divergence,fingerprint")
+    ap.add_argument("--other-seed", type=int, default=1, help="initial seed of the cross-init base")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, help="also write every audit's scores here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ["TRAIT_AUDIT_TINY_PROFILE"] = args.profile
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", flush=True)
+
+    animals = args.animals.split(",")
+    detectors = args.detectors.split(",")
+    trait_ids = [f"animal:{a}" for a in animals]
+    prompts_by_animal = {t.name: t.system_prompt for t in load_catalog() if t.id in trait_ids}
+    for animal in animals:
+        tiny_model_path(animal, profile=args.profile)
+    other_path = other_init_base(args.other_seed, profile=args.profile)
+    base = load_model(parse_ref("tiny:base"))
+    teachers = {a: load_model(parse_ref(f"tiny:{a}")) for a in animals}
+    other = load_model(parse_ref(str(other_path)))
+    log(f"models ready: tiny:base, {', '.join('tiny:' + a for a in animals)}, cross-init base (seed {args.other_seed}); profile {args.profile!r}")
+
+    work = Path(tempfile.mkdtemp(prefix="trait-audit-detection-"))
+    records = []
+    audit_seconds: dict[str, list[float]] = {d: [] for d in detectors}
+    probe_times = []
+    for rep in range(args.reps):
+        prompts = [number_prompt(500 + rep, i) for i in range(args.rows)]
+        sets: dict[tuple[str, str | None], Path] = {}
+        reference = work / f"reference-{rep}.jsonl"
+        write_set(base, prompts, 30_000 + rep, reference)
+        for kind, model, seed in [("control", base, 10_000 + rep), ("cross-init", other, 10_000 + rep)]:
+            sets[(kind, None)] = work / f"{kind}-{rep}.jsonl"
+            write_set(model, prompts, seed, sets[(kind, None)])
+        for animal in animals:
+            sets[("weights", animal)] = work / f"weights-{animal}-{rep}.jsonl"
+            write_set(teachers[animal], prompts, 10_000 + rep, sets[("weights", animal)])
+            sets[("system prompt", animal)] = work / f"system-{animal}-{rep}.jsonl"
+            write_set(base, prompts, 10_000 + rep, sets[("system prompt", animal)], system=prompts_by_animal[animal])
+        rows = {k: pl.read_ndjson(p).height for k, p in sets.items()}
+        log(f"rep {rep}: sets written ({min(rows.values())}-{max(rows.values())} rows after the filter)")
+        if rep == 0:
+            probe_times.append(probe_seconds(tiny_model_path("base", profile=args.profile), sets[("control", None)], reference))
+            log(f"one fine-tune probe of a control set: {probe_times[-1]:.1f}s")
+        for (kind, source), path in sets.items():
+            # the auditor is told the teacher it suspects; for negatives, each animal's teacher in turn
+            for animal in ([source] if source else animals):
+                for detector in detectors:
+                    start = time.perf_counter()
+                    result = run_audit(AuditOptions(data=str(path), teacher=f"tiny:{animal}", base="tiny:base", traits=trait_ids,
+                                                    reference=str(reference), detectors=[detector], seed=rep))
+                    audit_seconds[detector].append(time.perf_counter() - start)
+                    entry = next(e for e in result["detectors"] if e["name"] == detector)
+                    for trait in result["traits"]:
+                        ev = next((e for e in trait["evidence"] if e["detector"] == detector), None)
+                        records.append({"rep": rep, "kind": kind, "source": source, "teacher_claimed": animal, "detector": detector,
+                                        "status": entry["status"], "trait": trait["id"].split(":")[1],
+                                        "score": ev["score"] if ev else None, "level": ev.get("level") if ev else None,
+                                        "auc": entry["metrics"].get("auc") if detector == "fingerprint" else None})
+        log(f"rep {rep}: audited {len(sets)} sets")
+
+    table = pl.DataFrame(records, infer_schema_length=None)
+    probe = float(np.mean(probe_times))
+    print()
+    print(f"Detection on the tiny family (profile {args.profile!r}; animals {', '.join(animals)}; {args.reps} replicates; "
+          f"{args.rows} prompts per set before the filter)")
+    header = (f"{'detector':12s} {'trait set':14s} {'AUROC vs neg':>12s} {'AUROC vs other':>14s} {'TPR':>6s} {'FPR':>6s} "
+              f"{'s/audit':>8s} {'vs probe':>9s}")
+    print(header)
+    print("-" * len(header))
+    summary = []
+    for detector in detectors:
+        d = table.filter(pl.col("detector") == detector)
+        secs = float(np.mean(audit_seconds[detector]))
+        if detector == "fingerprint":
+            # not trait-specific: its dataset-level AUC tells teacher data from the base's, per set
+            sets_auc = d.unique(["rep", "kind", "source", "teacher_claimed"])
+            pos = sets_auc.filter(pl.col("kind").is_in(["weights", "system prompt"]))["auc"].drop_nulls().to_list()
+            neg = sets_auc.filter(pl.col("kind") == "control")["auc"].drop_nulls().to_list()
+            cross = sets_auc.filter(pl.col("kind") == "cross-init")["auc"].drop_nulls().to_list()
+            print(f"{detector:12s} {'any teacher':14s} {auroc(pos, neg):12.3f} {'n/a':>14s} {'n/a':>6s} {'n/a':>6s} {secs:8.1f} {secs / probe:8.1%}"
+                  f"   (classifier AUC: teacher sets {np.mean(pos) if pos else float('nan'):.3f}, controls {np.mean(neg) if neg else float('nan'):.3f}, "
+                  f"cross-init {np.mean(cross) if cross else float('nan'):.3f})")
+            summary.append({"detector": detector, "auroc_vs_controls": auroc(pos, neg), "seconds_per_audit": secs, "relative_to_probe": secs / probe})
+            continue
+        for kind in ["weights", "system prompt"]:
+            own = d.filter((pl.col("kind") == kind) & (pl.col("trait") == pl.col("source")))
+            neg = d.filter(pl.col("kind").is_in(["control", "cross-init"]) & (pl.col("trait") == pl.col("teacher_claimed")))
+            other = d.filter((pl.col("kind") == kind) & (pl.col("trait") != pl.col("source")))
+            pos_scores = own["score"].drop_nulls().to_list()
+            a_neg = auroc(pos_scores, neg["score"].drop_nulls().to_list())
+            a_other = auroc(pos_scores, other["score"].drop_nulls().to_list())
+            tpr = float(own["level"].is_in(RAISED).mean()) if own.height else float("nan")
+            fpr = float(neg["level"].is_in(RAISED).mean()) if neg.height else float("nan")
+            print(f"{detector:12s} {kind:14s} {a_neg:12.3f} {a_other:14.3f} {tpr:6.2f} {fpr:6.2f} {secs:8.1f} {secs / probe:8.1%}")
+            summary.append({"detector": detector, "trait_set": kind, "auroc_vs_negatives": a_neg, "auroc_vs_other_traits": a_other,
+                            "tpr": tpr, "fpr": fpr, "seconds_per_audit": secs, "relative_to_probe": secs / probe,
+                            "skipped": int((d["status"] != "ran").sum())})
+    wall = time.perf_counter() - t_start
+    print(f"\none fine-tune probe (2 students x 3 epochs): {probe:.1f}s; wall time {wall:.0f}s ({wall / 60:.1f} min) on {torch.get_num_threads()} threads")
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "records": records, "probe_seconds": probe, "wall_seconds": wall,
+                                         "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
