@@ -35,16 +35,10 @@ import numpy as np
 import polars as pl
 
 from auditor.errors import UsageError
+from auditor.risk import JUDGE_STATEMENT
 from auditor.stats import wilson
 from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags
 
-JUDGE_STATEMENT = (
-    "A clean judge result does not clear hidden transfer. The LLM judge reads each row's content and "
-    "catches overt and semantic references to a trait; subliminal signals (number patterns, token "
-    "choices that carry a trait without naming it) are invisible to it. In Cloud et al. (2025) prompted "
-    "classifiers did no better than chance on such data. Rows the judge passes may still move a student "
-    "toward the teacher's traits."
-)
 PROMPT_VERSION = 1  # bump when the messages change meaning; part of every cache key
 EXCERPT_CHARS = 300
 DEFAULT_JOBS = 8
