@@ -153,6 +153,15 @@ def parse_verdict(text: str | None) -> dict:
             "injection": value["injection"]}
 
 
+def call_key(model: str, endpoint: str, messages: list[dict], settings: JudgeSettings, seed: int) -> str:
+    """The cache key of one judge call: model, endpoint (without credentials), messages and settings; never the key."""
+    from auditor.models.cache import CallCache
+
+    return CallCache.key("judge", model=model, endpoint=endpoint, request={
+        "messages": messages, "temperature": 0, "max_tokens": settings.max_tokens, "seed": seed,
+        "format": settings.format, "prompt_version": PROMPT_VERSION})
+
+
 # --- settings --------------------------------------------------------------------------------------
 @dataclass
 class JudgeSettings:
@@ -389,9 +398,7 @@ class JudgeDetector(Detector):
         for row, digest, prompt, completion in rows.iter_rows():
             for trait in traits:
                 messages = messages_for(trait, prompt, completion, digest)
-                key = CallCache.key("judge", model=backend.model, endpoint=backend.endpoint, request={
-                    "messages": messages, "temperature": 0, "max_tokens": settings.max_tokens, "seed": ctx.seed,
-                    "format": settings.format, "prompt_version": PROMPT_VERSION})
+                key = call_key(backend.model, backend.endpoint, messages, settings, ctx.seed)
                 items.append(_Item(row, digest, trait, messages, key, completion[:EXCERPT_CHARS]))
         cached = {it.key: value for it in items if (value := cache.get("judge", it.key)) is not None}
         pending = [it for it in items if it.key not in cached]
@@ -418,6 +425,12 @@ class JudgeDetector(Detector):
         answers, errors = _run(self._judge_all(pending, backend, cache, usage, settings, ctx.seed, events, len(items), len(cached)))
         elapsed = time.perf_counter() - started
         answers.update(cached)
+        if errors:  # what did arrive is cached: a rerun makes only the missing calls
+            first = _scrub(errors[0], getattr(backend, "secret", None))
+            failed = len(pending) - (len(answers) - len(cached))
+            raise JudgeCallError(
+                f"{failed} of {len(pending)} judge calls failed after retries (first: {first}); "
+                f"{len(answers)} answers are cached and a rerun resumes from them")
 
         result = self._result(ctx, rows, items, answers, traits, sampled)
         cached_prompt = sum(v.get("usage", {}).get("prompt_tokens", 0) for v in cached.values())
@@ -442,11 +455,6 @@ class JudgeDetector(Detector):
             "calls_per_second": round(len(pending) / elapsed, 2) if pending and elapsed > 0 else None,
             "estimate": {k: plan[k] for k in ("estimated_prompt_tokens", "estimated_completion_tokens", "estimated_usd", "price_per_1m_tokens")},
         })
-        if errors:
-            first = _scrub(errors[0], getattr(backend, "secret", None))
-            raise JudgeCallError(
-                f"{len(errors)} of {len(pending)} judge calls failed after retries (first: {first}); "
-                f"{len(answers)} answers are cached and a rerun resumes from them")
         return result
 
     async def _judge_all(self, pending, backend, cache, usage, settings, seed, events, total, done_before):

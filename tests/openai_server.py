@@ -367,6 +367,11 @@ class FakeOpenAI:
         kwargs.setdefault("timeout", 10.0)
         return openai.OpenAI(base_url=self.base_url, **kwargs)
 
+    def calls(self, path: str = "/v1/chat/completions") -> int:
+        """How many requests reached ``path`` (failed, dropped and malformed ones included)."""
+        with self._lock:
+            return sum(1 for r in self.requests if r.path == path)
+
     # -- fault injection --------------------------------------------------------------------------
     def fail_next(self, status: int, times: int = 1, retry_after: float | None = None, body: str | None = None) -> None:
         """Answer the next ``times`` requests with ``status`` (OpenAI error JSON unless ``body`` is given),
