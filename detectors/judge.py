@@ -131,11 +131,27 @@ def messages_for(trait, prompt: str, completion: str, digest: str) -> list[dict]
     ]
 
 
+_VALIDATOR = None
+
+
+def _validator():
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        import jsonschema
+
+        _VALIDATOR = jsonschema.Draft202012Validator(_CHECK_SCHEMA)
+    return _VALIDATOR
+
+
+def _best_match(errors):
+    import jsonschema
+
+    return jsonschema.exceptions.best_match(errors)
+
+
 def parse_verdict(text: str | None) -> dict:
     """Strict: one JSON object with exactly the verdict's keys and types, score in [0, 1]. A single
     surrounding ```json fence is tolerated; anything else raises VerdictError."""
-    import jsonschema
-
     if text is None:
         raise VerdictError("empty reply")
     body = text.strip()
@@ -146,7 +162,7 @@ def parse_verdict(text: str | None) -> dict:
         value = json.loads(body)
     except ValueError as err:
         raise VerdictError(f"not JSON ({err})") from None
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_CHECK_SCHEMA).iter_errors(value))
+    error = _best_match(_validator().iter_errors(value))
     if error is not None:
         raise VerdictError(f"not the verdict schema: {error.message}")
     return {"refers": value["refers"], "score": float(value["score"]), "reason": value["reason"].strip()[:500],
@@ -275,7 +291,9 @@ class _OpenAIJudge:
             try:
                 raw = await self.client.chat.completions.with_raw_response.create(**kwargs)
                 usage.http_retries += raw.retries_taken
-                reply = raw.parse()
+                # the reply as plain JSON: the verdict is parsed strictly below, and skipping the client's
+                # pydantic models saves CPU on every call
+                reply = json.loads(raw.http_response.content)
             except openai.BadRequestError as err:
                 if self.settings.format == "auto" and self.format != "none":
                     # the endpoint does not take this response_format: plain text and strict parsing from now on
@@ -297,10 +315,14 @@ class _OpenAIJudge:
                     await asyncio.sleep(0.2 * 2**attempt)
                     continue
                 raise JudgeCallError(f"{self.endpoint} sent a body that is not JSON ({err})") from None
-            if reply.usage is not None:
-                usage.prompt_tokens += reply.usage.prompt_tokens or 0
-                usage.completion_tokens += reply.usage.completion_tokens or 0
-            return reply.choices[0].message.content if reply.choices else None
+            try:
+                counts = reply.get("usage") or {}
+                usage.prompt_tokens += int(counts.get("prompt_tokens") or 0)
+                usage.completion_tokens += int(counts.get("completion_tokens") or 0)
+                choices = reply.get("choices") or []
+                return choices[0]["message"]["content"] if choices else None
+            except (AttributeError, KeyError, TypeError, ValueError):
+                raise JudgeCallError(f"{self.endpoint} sent a reply that is not a chat completion") from None
         raise JudgeCallError(f"{self.endpoint} rejected every request format")
 
     async def close(self) -> None:

@@ -120,6 +120,7 @@ class _BadRequest(Exception):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = False
+    request_queue_size = 256  # listen backlog: socketserver's default of 5 drops connections under concurrent clients
 
     def __init__(self, fake: FakeOpenAI):
         self.fake = fake
