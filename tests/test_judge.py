@@ -342,3 +342,23 @@ def test_the_api_key_reaches_the_endpoint_and_nothing_else(tmp_path, cache):
         assert KEY.encode() not in path.read_bytes(), path
     assert KEY not in result.output and KEY not in failed.output
     assert "Incorrect API key provided: ***" in json.loads((tmp_path / "failed" / "report.json").read_text())["detectors"][-1]["reason"]
+
+
+def test_a_local_model_can_judge(tmp_path, cache, monkeypatch):
+    """Any non-openai reference runs through the project's model interface (transformers); a stub stands in."""
+
+    class Stub:
+        def __init__(self):
+            self.judge = FakeJudge()
+
+        def generate(self, prompts, sampling, system):
+            assert sampling.temperature == 0 and len(prompts) == 1
+            return [[json.dumps(self.judge.verdict(system, prompts[0]))]]
+
+    monkeypatch.setattr("detectors.base.load_or_skip", lambda ref: Stub())
+    ctx = context({"jobs": 4})
+    ctx.judge = parse_ref("smollm2")
+    result = JudgeDetector().run(ctx)
+    assert set(result.flags.filter(result.flags["trait"] == "animal:owl")["row"]) == OWL_ROWS
+    assert result.metrics["endpoint"] == "local:smollm2" and result.cost["usd"] == 0
+    assert JudgeDetector().run(ctx).cost["cache_hits"] == 16
