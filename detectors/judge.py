@@ -267,6 +267,9 @@ class _OpenAIJudge:
         self.model = ref.name
         url = settings.base_url or _env("TRAIT_AUDIT_JUDGE_BASE_URL")
         key = settings.api_key or _env("TRAIT_AUDIT_JUDGE_API_KEY")
+        if not (key or _env("OPENAI_API_KEY")) and "api.openai.com" in (url or _env("OPENAI_BASE_URL") or "api.openai.com"):
+            raise UsageError(f"--judge {ref.ref} needs a key: set TRAIT_AUDIT_JUDGE_API_KEY or OPENAI_API_KEY, or pass "
+                             "--judge-api-key (or point --judge-base-url at a local endpoint)")
         self.base_url, self.secret = resolve_endpoint(ref, url, key)
         self.endpoint = safe_url(self.base_url)
         self.settings = settings
@@ -369,12 +372,14 @@ def _env(name: str) -> str | None:
 # --- the detector ----------------------------------------------------------------------------------
 @dataclass
 class _Item:
+    """One (row, trait) call. Messages are rebuilt when sent, so a large plan holds no prompt text twice."""
+
+    index: int  # into the judged rows' table
     row: int
     digest: str
     trait: Any
-    messages: list[dict]
     key: str
-    excerpt: str
+    tokens: int  # estimated prompt tokens
 
 
 class JudgeDetector(Detector):
@@ -412,21 +417,22 @@ class JudgeDetector(Detector):
         settings = JudgeSettings.from_options(ctx.options.get("judge") or {})
         events = ctx.options.get("events") or (lambda event, **data: None)
         backend = _OpenAIJudge(ctx.judge, settings) if ctx.judge.backend == "openai" else _LocalJudge(ctx.judge, settings)
-        cache = CallCache(enabled=ctx.options.get("judge_cache", True))
+        cache = CallCache()
         traits = self._traits(ctx)
         rows, sampled = self._rows(ctx, settings)
+        texts = rows.select("prompt", "completion").rows()
 
         items = []
-        for row, digest, prompt, completion in rows.iter_rows():
+        for index, (row, digest, prompt, completion) in enumerate(rows.iter_rows()):
             for trait in traits:
                 messages = messages_for(trait, prompt, completion, digest)
                 key = call_key(backend.model, backend.endpoint, messages, settings, ctx.seed)
-                items.append(_Item(row, digest, trait, messages, key, completion[:EXCERPT_CHARS]))
+                items.append(_Item(index, row, digest, trait, key, estimate_tokens(messages)))
         cached = {it.key: value for it in items if (value := cache.get("judge", it.key)) is not None}
         pending = [it for it in items if it.key not in cached]
 
         price = price_for(backend.model, settings) if ctx.judge.backend == "openai" else (0.0, 0.0)
-        est_in = sum(estimate_tokens(it.messages) for it in pending)
+        est_in = sum(it.tokens for it in pending)
         est_out = EST_OUTPUT_TOKENS * len(pending)
         plan = {
             "rows": rows.height, "dataset_rows": ctx.dataset.rows, "traits": len(traits), "calls_planned": len(items),
@@ -444,7 +450,10 @@ class JudgeDetector(Detector):
 
         usage = _Usage()
         started = time.perf_counter()
-        answers, errors = _run(self._judge_all(pending, backend, cache, usage, settings, ctx.seed, events, len(items), len(cached)))
+        def messages(item: _Item) -> list[dict]:
+            return messages_for(item.trait, *texts[item.index], item.digest)
+
+        answers, errors = _run(self._judge_all(pending, messages, backend, cache, usage, settings, ctx.seed, events, len(items), len(cached)))
         elapsed = time.perf_counter() - started
         answers.update(cached)
         if errors:  # what did arrive is cached: a rerun makes only the missing calls
@@ -479,7 +488,7 @@ class JudgeDetector(Detector):
         })
         return result
 
-    async def _judge_all(self, pending, backend, cache, usage, settings, seed, events, total, done_before):
+    async def _judge_all(self, pending, messages_of, backend, cache, usage, settings, seed, events, total, done_before):
         answers: dict[str, dict] = {}
         errors: list[str] = []
         queue = list(reversed(pending))
@@ -487,7 +496,7 @@ class JudgeDetector(Detector):
         events("judge_progress", done=state["done"], total=total)
 
         async def one(item: _Item) -> dict:
-            messages = item.messages
+            first = messages = messages_of(item)
             before = (usage.prompt_tokens, usage.completion_tokens)
             for attempt in range(settings.parse_retries + 1):
                 content = await backend.complete(messages, seed, usage)
@@ -498,7 +507,7 @@ class JudgeDetector(Detector):
                     if attempt == settings.parse_retries:
                         raise JudgeCallError(f"reply did not parse after {settings.parse_retries} corrections: {err}") from None
                     usage.parse_retries += 1
-                    messages = [*item.messages, {"role": "assistant", "content": content or ""}, {"role": "user", "content": (
+                    messages = [*first, {"role": "assistant", "content": content or ""}, {"role": "user", "content": (
                         f"That reply could not be used ({err}). Reply again with only the JSON object "
                         "with the keys reason, injection, refers and score.")}]
             value = {"verdict": verdict, "usage": {"prompt_tokens": usage.prompt_tokens - before[0],
@@ -534,14 +543,15 @@ class JudgeDetector(Detector):
     # --- evidence ----------------------------------------------------------------------------------
     def _result(self, ctx: AuditContext, rows: pl.DataFrame, items, answers, traits, sampled) -> DetectorResult:
         n = rows.height
+        excerpts = [c[:EXCERPT_CHARS] for c in rows["completion"].to_list()]
         found, injections = [], {}
         for it in items:
             verdict = answers[it.key]["verdict"]
             if verdict["refers"]:
                 found.append({"row": it.row, "digest": it.digest, "trait": it.trait.id, "score": verdict["score"],
-                              "reason": f"judge: {verdict['reason']}", "field": "row", "matches": [], "excerpt": it.excerpt})
+                              "reason": f"judge: {verdict['reason']}", "field": "row", "matches": [], "excerpt": excerpts[it.index]})
             if verdict["injection"]:
-                injections.setdefault((it.row, it.digest, it.excerpt), []).append("the judge")
+                injections.setdefault((it.row, it.digest, excerpts[it.index]), []).append("the judge")
         # the pattern check runs on every judged row, so an injection that fools the judge is still flagged
         for row, digest, prompt, completion in rows.iter_rows():
             if INJECTION_PATTERN.search(prompt) or INJECTION_PATTERN.search(completion):

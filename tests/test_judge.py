@@ -362,3 +362,10 @@ def test_a_local_model_can_judge(tmp_path, cache, monkeypatch):
     assert set(result.flags.filter(result.flags["trait"] == "animal:owl")["row"]) == OWL_ROWS
     assert result.metrics["endpoint"] == "local:smollm2" and result.cost["usd"] == 0
     assert JudgeDetector().run(ctx).cost["cache_hits"] == 16
+
+
+def test_the_hosted_api_without_a_key_is_a_usage_error(tmp_path, cache):
+    unset = {name: None for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TRAIT_AUDIT_JUDGE_API_KEY", "TRAIT_AUDIT_JUDGE_BASE_URL")}
+    result = CliRunner().invoke(main, [str(MIXED), "--judge", "openai:gpt-4.1-mini", "--trait", "owl", "--out", str(tmp_path / "out")], env=unset)
+    assert result.exit_code == 2 and "needs a key" in result.output
+    assert not (tmp_path / "out").exists()
