@@ -443,16 +443,17 @@ class JudgeDetector(Detector):
         }
         events("judge_plan", **plan)
         if settings.max_calls and len(pending) > settings.max_calls:
+            _run(backend.close())
             raise UsageError(
                 f"the judge would make {len(pending)} calls ({rows.height} rows x {len(traits)} traits, {len(cached)} cached), "
                 f"more than --max-judge-calls {settings.max_calls}; judge a sample (--judge-sample N), fewer traits (--trait), "
                 "or raise the limit")
 
-        usage = _Usage()
-        started = time.perf_counter()
         def messages(item: _Item) -> list[dict]:
             return messages_for(item.trait, *texts[item.index], item.digest)
 
+        usage = _Usage()
+        started = time.perf_counter()
         answers, errors = _run(self._judge_all(pending, messages, backend, cache, usage, settings, ctx.seed, events, len(items), len(cached)))
         elapsed = time.perf_counter() - started
         answers.update(cached)
