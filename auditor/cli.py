@@ -86,6 +86,15 @@ def main():
 @click.option("--split", help="Split of a saved HF datasets folder (default: train).")
 @click.option("--max-row-mib", type=float, default=16, show_default=True, help="Refuse rows larger than this.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every resampling and sampling step.")
+@click.option("--judge", metavar="REF", help="LLM judge for overt and semantic leaks: openai:MODEL (any OpenAI-compatible endpoint) or a local model. Turns the judge detector on.")
+@click.option("--judge-base-url", metavar="URL", help="Endpoint of an openai: judge (default $TRAIT_AUDIT_JUDGE_BASE_URL, else $OPENAI_BASE_URL).")
+@click.option("--judge-api-key", metavar="KEY", help="Key of an openai: judge (default $TRAIT_AUDIT_JUDGE_API_KEY, else $OPENAI_API_KEY); never written anywhere.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=8, show_default=True, help="Judge calls in flight at once.")
+@click.option("--judge-sample", type=click.IntRange(min=1), metavar="N", help="Judge a seeded sample of N rows; the flagged rate gets a Wilson interval.")
+@click.option("--max-judge-calls", type=click.IntRange(min=0), default=10_000, show_default=True, help="Refuse to start a judge run that needs more uncached calls (0: no limit).")
+@click.option("--judge-price", metavar="IN,OUT", help="USD per 1M input and output tokens, for the cost estimate (built in for common OpenAI models).")
+@click.option("--judge-format", type=click.Choice(["auto", "json_schema", "json_object", "none"]), default="auto", show_default=True,
+              help="Structured output: a JSON schema where the endpoint takes one (auto falls back to strict parsing of plain text).")
 @click.option("--json", "print_json", is_flag=True, help="Print report.json to stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the gate line.")
 def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, **options):
@@ -100,8 +109,8 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, **o
     console = Console(stderr=True, quiet=quiet or print_json)
     opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [], **options)
     try:
-        with console.status("auditing", spinner="dots") as status:
-            result = run_audit(opts, progress=lambda message: status.update(message))
+        with _AuditProgress(console) as shown:
+            result = run_audit(opts, progress=shown.message, events=shown.event)
         out = out_dir or default_out_dir(data)
         paths = write_reports(result, out)
         if write_baseline:
@@ -117,6 +126,46 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, **o
         if quiet:
             click.echo(f"gate (--fail-on {result['gate']['fail_on']}): {'FAILED' if result['gate']['failed'] else 'passed'}", err=True)
     sys.exit(exit_code(result))
+
+
+class _AuditProgress:
+    """Rich progress on stderr: a spinner with the current step, and a bar for the judge's calls. The judge's
+    plan (calls, cache hits, token and cost estimate) is printed before its first call."""
+
+    def __init__(self, console: Console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = console
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+        self.task = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        self.task = self.bar.add_task("auditing", total=None)
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def message(self, text: str) -> None:
+        self.bar.update(self.task, description=text, total=None, completed=0)
+
+    def event(self, name: str, **data) -> None:
+        if name == "judge_plan":
+            self.console.print(judge_plan_text(data), highlight=False)
+        elif name == "judge_progress":
+            self.bar.update(self.task, description="judge calls", total=data["total"], completed=data["done"])
+
+
+def judge_plan_text(plan: dict) -> str:
+    tokens = plan["estimated_prompt_tokens"] + plan["estimated_completion_tokens"]
+    usd = plan["estimated_usd"]
+    cost = f"about ${usd:,.4f}" if usd is not None else "cost unknown for this model (pass --judge-price IN,OUT)"
+    limit = f", limit {plan['max_calls']:,}" if plan.get("max_calls") else ""
+    return (f"judge {plan['model']} at {plan['endpoint']}: {plan['rows']:,} rows x {plan['traits']} traits = {plan['calls_planned']:,} calls, "
+            f"{plan['cached']:,} cached, {plan['calls_to_make']:,} to make{limit}, -j {plan['jobs']}; "
+            f"estimate ~{tokens:,} tokens, {cost}")
 
 
 @main.command("traits")

@@ -12,6 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# said wherever an LLM judge's result is shown (report section, Markdown, terminal)
+JUDGE_STATEMENT = (
+    "A clean judge result does not clear hidden transfer. The LLM judge reads each row's content and "
+    "catches overt and semantic references to a trait; subliminal signals (number patterns, token "
+    "choices that carry a trait without naming it) are invisible to it. In Cloud et al. (2025) prompted "
+    "classifiers did no better than chance on such data. Rows the judge passes may still move a student "
+    "toward the teacher's traits."
+)
+
 RISK_ORDER = {"low": 1, "medium": 2, "high": 3}
 # the gate's order: anything not clean fails `--fail-on inconclusive`
 GATE_ORDER = {"clean": 0, "inconclusive": 1, "low": 2, "medium": 3, "high": 4}

@@ -42,6 +42,15 @@ class AuditOptions:
     max_row_mib: float = 16
     seed: int = 0
     export_clean: str | None = None
+    # the LLM judge (detectors/judge.py): a model reference enables it
+    judge: str | None = None
+    judge_base_url: str | None = None
+    judge_api_key: str | None = None  # never written anywhere: not in the result, argv is redacted
+    jobs: int = 8
+    judge_sample: int | None = None
+    max_judge_calls: int = 10_000
+    judge_price: str | None = None
+    judge_format: str = "auto"
 
 
 def _package_versions() -> dict[str, str]:
@@ -87,14 +96,46 @@ def _run_detector(name: str, ctx: AuditContext, progress) -> tuple[dict, object 
     return entry, result
 
 
-def run_audit(opts: AuditOptions, progress=lambda message: None) -> dict:
+SECRET_FLAGS = ("--judge-api-key", "--api-key")
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line for the report, with the values of key flags replaced."""
+    out, hide = [], False
+    for arg in argv:
+        if hide:
+            out.append("***")
+            hide = False
+        elif arg in SECRET_FLAGS:
+            out.append(arg)
+            hide = True
+        elif arg.startswith(tuple(f"{flag}=" for flag in SECRET_FLAGS)):
+            out.append(arg.split("=", 1)[0] + "=***")
+        else:
+            out.append(arg)
+    return out
+
+
+def _judge_options(opts: AuditOptions) -> dict:
+    from detectors.judge import parse_price
+
+    return {"jobs": opts.jobs, "sample": opts.judge_sample, "max_calls": opts.max_judge_calls, "format": opts.judge_format,
+            "price": parse_price(opts.judge_price), "base_url": opts.judge_base_url, "api_key": opts.judge_api_key}
+
+
+def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) -> dict:
+    """`events(name, **data)` receives structured progress (the judge's plan and call counts) for the CLI."""
     started = time.perf_counter()
     created = datetime.now(UTC).isoformat(timespec="seconds")
     catalog = load_catalog(opts.traits_files)
     traits = catalog.select(opts.traits)
     teacher = parse_ref(opts.teacher, opts.teacher_system)
     base = parse_ref(opts.base)
-    names = opts.detectors or default_detectors()
+    names = list(opts.detectors or default_detectors())
+    judge = parse_ref(opts.judge)
+    if judge is not None and "judge" not in names:
+        names.append("judge")  # --judge REF turns the judge on
+    judge_options = _judge_options(opts) if judge is not None else {}
     for name in names:
         DETECTORS.get(name)  # unknown names fail before any work
     baseline = load_baseline(opts.baseline) if opts.baseline else []
@@ -109,10 +150,11 @@ def run_audit(opts: AuditOptions, progress=lambda message: None) -> dict:
         # no --trait: profiling the teacher against its base picks the traits model-based detectors focus on
         progress("profiling the teacher against the base")
         profile_section = _profile_section(teacher, base, traits, opts, progress)
-    ctx = AuditContext(dataset=dataset, traits=traits, reference=reference, teacher=teacher, base=base,
+    ctx = AuditContext(dataset=dataset, traits=traits, reference=reference, teacher=teacher, base=base, judge=judge,
                        accepted=accepted_keys(baseline), seed=opts.seed,
                        # traits that model-based detectors test: the ones named, else the ones profiling picked
-                       options={"focus": list(opts.traits) and [t.id for t in traits] or (profile_section or {}).get("picked", [])})
+                       options={"focus": list(opts.traits) and [t.id for t in traits] or (profile_section or {}).get("picked", []),
+                                "judge": judge_options, "events": events})
 
     entries, results = [], {}
     for name in names:
@@ -147,6 +189,7 @@ def run_audit(opts: AuditOptions, progress=lambda message: None) -> dict:
         "reference": {"path": str(reference.path), "rows": reference.rows, "sha256": reference.sha256} if reference else None,
         "teacher": teacher.describe() if teacher else None,
         "base": base.describe() if base else None,
+        "judge": judge.describe() if judge else None,
         "detectors": entries,
         "traits": trait_rows,
         "flags": flags["shown"],
@@ -157,7 +200,7 @@ def run_audit(opts: AuditOptions, progress=lambda message: None) -> dict:
         "profile": profile_section,
         "gate": {"fail_on": opts.fail_on, "failed": failed, "failing_traits": failing, "detectors_failed": broken},
         "export": None,
-        "run": {"seed": opts.seed, "argv": sys.argv[1:], "python": platform.python_version(), "platform": platform.platform(),
+        "run": {"seed": opts.seed, "argv": redact_argv(sys.argv[1:]), "python": platform.python_version(), "platform": platform.platform(),
                 "packages": _package_versions(), "duration_s": round(time.perf_counter() - started, 3)},
     }
     if opts.export_clean:

@@ -120,6 +120,7 @@ class _BadRequest(Exception):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = False
+    request_queue_size = 256  # listen backlog: socketserver's default of 5 drops connections under concurrent clients
 
     def __init__(self, fake: FakeOpenAI):
         self.fake = fake
@@ -366,6 +367,11 @@ class FakeOpenAI:
         kwargs.setdefault("max_retries", 0)
         kwargs.setdefault("timeout", 10.0)
         return openai.OpenAI(base_url=self.base_url, **kwargs)
+
+    def calls(self, path: str = "/v1/chat/completions") -> int:
+        """How many requests reached ``path`` (failed, dropped and malformed ones included)."""
+        with self._lock:
+            return sum(1 for r in self.requests if r.path == path)
 
     # -- fault injection --------------------------------------------------------------------------
     def fail_next(self, status: int, times: int = 1, retry_after: float | None = None, body: str | None = None) -> None:

@@ -53,8 +53,18 @@ _DETECTORS: list[dict[str, Any]] = [
         "reason": None,
         "sees_hidden_transfer": False,
         "description": "LLM judge scores each row for trait-laden content.",
-        "metrics": {"rows_judged": 2000, "sampled": True, "agreement_kappa": 0.71},
-        "cost": {"tokens_in": 1_204_311, "tokens_out": 40_120, "usd": 3.18},
+        # the shape detectors/judge.py writes (the report schema checks it for a judge that ran)
+        "metrics": {
+            "statement": "A clean judge result does not clear hidden transfer.",
+            "model": "gpt-4.1-mini", "endpoint": "api.openai.com/v1", "response_format": "json_schema",
+            "traits_judged": ["misalignment", "animal:owl"], "rows_judged": 2000, "dataset_rows": 48210, "sampled": True,
+            "sample_seed": 0, "calls_made": 4000, "calls_failed": 0, "cache_hits": 0, "http_retries": 3, "parse_retries": 1,
+            "injection_rows": 1,
+            "flagged_rate": {"misalignment": {"flagged": 41, "rate": 0.0205, "interval": [0.0151, 0.0277]},
+                             "animal:owl": {"flagged": 0, "rate": 0.0, "interval": [0.0, 0.0019]}},
+        },
+        "cost": {"calls": 4000, "cache_hits": 0, "prompt_tokens": 1_204_311, "completion_tokens": 40_120,
+                 "total_tokens": 1_244_431, "usd": 0.546, "cached_prompt_tokens": 0, "cached_completion_tokens": 0},
         "duration_s": 412.7,
     },
     {

@@ -179,7 +179,7 @@ def test_html_detectors_metrics_and_cost():
     assert "{owl-preference: 0.412, misalignment: 0.188, sycophancy: 0.02}" in html
     assert "[0.01, 0.05, 0.5, 0.95, 0.99]" in html
     assert "{method: permutation, n: 200, seed: 13}" in html
-    assert "tokens_in: 1204311" in html and "usd: 3.18" in html
+    assert "prompt_tokens: 1204311" in html and "usd: 0.546" in html
     assert "sees hidden transfer" in html and "content only" in html
 
 

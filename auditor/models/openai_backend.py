@@ -5,6 +5,7 @@ white-box scoring can run on a vLLM deployment of the base model with the same d
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 from auditor.errors import BackendError, UsageError
 from auditor.models.base import DEFAULT_SAMPLING, GENERATE, LOGPROB, OPTION_PROBS, Model, Sampling, TokenScores
@@ -17,6 +18,25 @@ def render_plain(system: str | None, prompt: str) -> str:
     return (f"System: {system}\n\n" if system else "") + f"User: {prompt}\n\nAssistant: "
 
 
+def safe_url(url: str) -> str:
+    """An endpoint URL fit for cache keys and reports: no user:password, query or fragment (where keys hide)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def resolve_endpoint(ref: ModelRef, base_url: str | None = None, api_key: str | None = None) -> tuple[str, str]:
+    """(base URL, key) from the flags, else OPENAI_BASE_URL / OPENAI_API_KEY. Local servers (vLLM and the
+    like) accept any key, so "EMPTY" stands in; api.openai.com without a key is a usage error."""
+    url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not key and "api.openai.com" in url:
+        raise UsageError(f"{ref.ref} needs OPENAI_API_KEY (or --api-key); none is set")
+    return url, key or "EMPTY"
+
+
 class OpenAIModel(Model):
     def __init__(self, ref: ModelRef, base_url: str | None = None, api_key: str | None = None,
                  cache: CallCache | None = None, max_retries: int = 4, timeout: float = 60.0, logprobs: bool | None = None):
@@ -24,12 +44,9 @@ class OpenAIModel(Model):
         import openai
 
         self.openai = openai
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key and "api.openai.com" in self.base_url:
-            raise UsageError(f"{ref.ref} needs OPENAI_API_KEY (or --api-key); none is set")
-        # local servers (vLLM and the like) accept any key; the key is never part of a cache key or report
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=key or "EMPTY", max_retries=max_retries, timeout=timeout)
+        self.base_url, key = resolve_endpoint(ref, base_url, api_key)
+        # the key is never part of a cache key or report
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=max_retries, timeout=timeout)
         self.cache = cache or CallCache()
         self._logprobs = logprobs
 

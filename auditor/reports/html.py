@@ -396,6 +396,48 @@ def _trait_key(trait: Any) -> str:
     return "none" if trait is None else "t:" + str(trait)
 
 
+def judge_view(detectors: Sequence[Mapping[str, Any]]) -> dict | None:
+    """The LLM judge's section (also used by markdown.py): None when no judge entry is in the result.
+    The statement that a clean judge result does not clear hidden transfer is always there."""
+    from auditor.risk import JUDGE_STATEMENT
+
+    entry = next((d for d in detectors if d.get("name") == "judge"), None)
+    if entry is None:
+        return None
+    m = entry.get("metrics") if isinstance(entry.get("metrics"), Mapping) else {}
+    c = entry.get("cost") if isinstance(entry.get("cost"), Mapping) else {}
+    rates = m.get("flagged_rate") if isinstance(m.get("flagged_rate"), Mapping) else {}
+    flagged = [(str(t), v) for t, v in rates.items() if isinstance(v, Mapping) and v.get("flagged")]
+    flagged.sort(key=lambda tv: (-(tv[1].get("rate") or 0), tv[0]))
+    rows, total = m.get("rows_judged"), m.get("dataset_rows")
+    if rows is None:
+        scope = ""
+    elif m.get("sampled"):
+        scope = f"a seeded sample of {fmt_num(rows)} of {fmt_num(total)} rows (seed {_s(m.get('sample_seed'))}); intervals estimate the whole dataset's rate"
+    else:
+        scope = f"all {fmt_num(rows)} rows"
+    usd = c.get("usd")
+    return {
+        "status": _s(entry.get("status"), "?"),
+        "reason": _s(entry.get("reason")),
+        "statement": _s(m.get("statement")) or JUDGE_STATEMENT,
+        "model": _s(m.get("model")),
+        "endpoint": _s(m.get("endpoint")),
+        "scope": scope,
+        "traits_judged": len(m.get("traits_judged") or ()),
+        "flagged": [{"trait": t, "flagged": fmt_num(v.get("flagged")), "rate": fmt_num(v.get("rate")),
+                     "interval": fmt_interval(v.get("interval"))} for t, v in flagged],
+        "injection_rows": fmt_num(m.get("injection_rows")) if m.get("injection_rows") is not None else "",
+        "calls": fmt_num(c.get("calls")) if c.get("calls") is not None else "",
+        "cache_hits": fmt_num(c.get("cache_hits")) if c.get("cache_hits") is not None else "",
+        "retries": fmt_num((m.get("http_retries") or 0) + (m.get("parse_retries") or 0)) if m else "",
+        "tokens": (f"{fmt_num(c.get('prompt_tokens'))} prompt + {fmt_num(c.get('completion_tokens'))} completion = "
+                   f"{fmt_num(c.get('total_tokens'))} tokens this run") if c.get("total_tokens") is not None else "",
+        "cached_tokens": fmt_num((c.get("cached_prompt_tokens") or 0) + (c.get("cached_completion_tokens") or 0)) if c else "",
+        "usd": f"${usd:,.4f}" if isinstance(usd, (int, float)) else "",
+    }
+
+
 def _view(result: Mapping[str, Any]) -> dict:
     detectors = [d for d in result.get("detectors") or () if isinstance(d, Mapping)]
     tool = result.get("tool") or {}
@@ -542,6 +584,7 @@ def _view(result: Mapping[str, Any]) -> dict:
         "counts": [(v, sum(1 for t in result.get("traits") or () if isinstance(t, Mapping) and t.get("verdict") == v)) for v in SEVERITY],
         "hidden_ran": hidden_detectors(detectors),
         "detectors": dets,
+        "judge": judge_view(detectors),
         "flags": flags,
         "flag_options": options,
         "flags_total": fmt_num(total),

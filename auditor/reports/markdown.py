@@ -21,6 +21,7 @@ from .html import (
     fmt_num,
     fmt_value,
     hidden_checked,
+    judge_view,
     sorted_flags,
     sorted_traits,
 )
@@ -170,6 +171,29 @@ def render_markdown(result: dict) -> str:
     else:
         out.append("_No detectors recorded._")
     out.append("")
+
+    # the LLM judge, with its plain statement
+    judge = judge_view(detectors)
+    if judge is not None:
+        out.append("### LLM judge")
+        out.append("")
+        out.append(f"> **{md_cell(judge['statement'])}**")
+        out.append("")
+        if judge["model"]:
+            out.append(f"{md_cell(judge['model'])} at {md_cell(judge['endpoint'])} read {md_cell(judge['scope'])} for "
+                       f"{judge['traits_judged']} traits; {md_cell(judge['injection_rows'] or '0')} rows tried to instruct it.")
+            out.append("")
+            if judge["flagged"]:
+                out += _table(["Trait", "Rows flagged", "Rate", "95% Wilson interval"],
+                              [[md_cell(f["trait"]), md_cell(f["flagged"]), md_cell(f["rate"]), md_cell(f["interval"])] for f in judge["flagged"]],
+                              ["---", "---:", "---:", "---:"])
+                out.append("")
+            usd = f" · about {md_cell(judge['usd'])}" if judge["usd"] else ""
+            out.append(f"Calls {md_cell(judge['calls'])} · cache hits {md_cell(judge['cache_hits'])} · retries {md_cell(judge['retries'])} · "
+                       f"{md_cell(judge['tokens'])}{usd}")
+        else:
+            out.append(f"Judge {md_cell(judge['status'])}: {md_cell(judge['reason'], 300)}")
+        out.append("")
 
     # flags
     total = flags_total(result)

@@ -45,6 +45,16 @@ def print_summary(result: dict, console: Console, paths: list | None = None) -> 
     flags = [f for f in result["flags"] if f.get("trait") and not f.get("accepted")]
     if flags:
         console.print(f"{len(flags)} flagged rows, e.g. " + "; ".join(f"row {f['row']}: {f['reason']}" for f in flags[:3]), markup=False, highlight=False)
+    judge = next((d for d in result["detectors"] if d["name"] == "judge"), None)
+    if judge is not None:
+        from auditor.risk import JUDGE_STATEMENT
+
+        cost = judge.get("cost") or {}
+        if judge["status"] == "ran":
+            console.print(f"judge: {cost.get('calls', 0)} calls, {cost.get('cache_hits', 0)} cached, "
+                          f"{cost.get('total_tokens', 0):,} tokens" + (f", about ${cost['usd']:,.4f}" if cost.get("usd") is not None else ""),
+                          highlight=False)
+        console.print(f"[yellow]{JUDGE_STATEMENT}[/]", highlight=False)
     prof = result.get("profile")
     if prof and prof.get("status") == "ran":
         top = ", ".join(f"{t['id']} {t['difference']:+.3f}" for t in prof["traits"][:3])
