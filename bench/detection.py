@@ -149,6 +149,8 @@ def main(argv=None) -> int:
                                         "auc": entry["metrics"].get("auc") if detector == "fingerprint" else None})
         log(f"rep {rep}: audited {len(sets)} sets")
 
+    if args.json:  # the raw records first, so a failed summary loses nothing
+        args.json.write_text(json.dumps({"records": records, "probe_seconds": probe_times, "args": {k: str(v) for k, v in vars(args).items()}}))
     table = pl.DataFrame(records, infer_schema_length=None)
     probe = float(np.mean(probe_times))
     print()
@@ -180,8 +182,8 @@ def main(argv=None) -> int:
             pos_scores = own["score"].drop_nulls().to_list()
             a_neg = auroc(pos_scores, neg["score"].drop_nulls().to_list())
             a_other = auroc(pos_scores, other["score"].drop_nulls().to_list())
-            tpr = float(own["level"].is_in(RAISED).mean()) if own.height else float("nan")
-            fpr = float(neg["level"].is_in(RAISED).mean()) if neg.height else float("nan")
+            tpr = float(own["level"].is_in(RAISED).fill_null(False).mean()) if own.height else float("nan")
+            fpr = float(neg["level"].is_in(RAISED).fill_null(False).mean()) if neg.height else float("nan")
             print(f"{detector:12s} {kind:14s} {a_neg:12.3f} {a_other:14.3f} {tpr:6.2f} {fpr:6.2f} {secs:8.1f} {secs / probe:8.1%}")
             summary.append({"detector": detector, "trait_set": kind, "auroc_vs_negatives": a_neg, "auroc_vs_other_traits": a_other,
                             "tpr": tpr, "fpr": fpr, "seconds_per_audit": secs, "relative_to_probe": secs / probe,
