@@ -48,7 +48,7 @@ MAX_EXCERPT = 1000
 MAX_MATCH_TERMS = 64
 #: Upper bound (estimated bytes) of the flagged-rows table: past it the page lists fewer rows and says so,
 #: so a dataset of any size (and rows of any shape) keeps the page well under 2 MB.
-FLAG_BYTES_BUDGET = 1_200_000
+FLAG_BYTES_BUDGET = 1_500_000
 ROW_OVERHEAD = 900
 MAX_REASON = 400
 #: Other flags on the same row (by digest) shown in a row's details.
