@@ -179,7 +179,7 @@ def test_sarif_odd_paths_and_strings(sarif_validator):
     check_sarif(log, sarif_validator)
     uri = log["runs"][0]["artifacts"][0]["location"]["uri"]
     assert uri == "data%20sets/%3Cowl%3E%20%22x%22%20%7B1%7D.jsonl"
-    assert len(log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"]["snippet"]["text"]) <= 1000
+    assert len(log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"]["snippet"]["text"]) <= 400
 
 
 def test_report_command_renders_junit_and_sarif_from_json_alone(demo, tmp_path, junit_schema, sarif_validator):
@@ -202,9 +202,11 @@ def _big_result(rows: int = 100_000, listed: int = 10_000, total: int = 60_000, 
         for f in flags:
             f["excerpt"] = excerpt
             f["matches"] = ["<", "\u200b"]
-    r = sample_result(flags=flags, flags_total=total, flags_truncated=total > listed)
+    r = sample_result(flags_total=total, flags_truncated=total > listed)
+    r["flags"] = flags  # not through sample_result: a deep copy of 100k flags is slow
     r["dataset"]["rows"] = rows
-    validate_result(r)
+    if listed <= 10_000:
+        validate_result(r)
     return r
 
 

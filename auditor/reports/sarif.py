@@ -23,6 +23,7 @@ SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 LINE_FORMATS = ("jsonl", "jsonl.gz", "csv", "csv.gz")
 _LEVEL = {"high": "error", "medium": "warning"}
 MAX_MESSAGE = 1000
+MAX_SNIPPET = 400
 
 
 def _uri(path: str) -> str:
@@ -80,7 +81,7 @@ def render_sarif(result: dict) -> str:
             region: dict[str, Any] = {"startLine": row}
             excerpt = f.get("excerpt")
             if isinstance(excerpt, str) and excerpt:
-                region["snippet"] = {"text": _clip(excerpt)}
+                region["snippet"] = {"text": _clip(excerpt, MAX_SNIPPET)}
             physical["region"] = region
         entry: dict[str, Any] = {
             "ruleId": rule_id,
