@@ -33,8 +33,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 def chromium_path() -> str | None:
-    for candidate in (os.environ.get("TRAIT_AUDIT_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser")):
+    """`$TRAIT_AUDIT_CHROMIUM` when set (and only it), else Debian's Chromium."""
+    override = os.environ.get("TRAIT_AUDIT_CHROMIUM")
+    candidates = [override] if override else ["/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")]
+    for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
