@@ -78,6 +78,8 @@ def main():
 @click.option("--detectors", metavar="NAME,...", help="Detectors to run, by registered name; default: every one that runs by default.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Report folder (default reports/<dataset name>/).")
 @click.option("--fail-on", type=click.Choice(FAIL_ON), default="high", show_default=True, help="Lowest verdict that fails the gate (exit 1).")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Also write JUnit XML: one test case per trait, failed at or above --fail-on.")
+@click.option("--sarif", "sarif_path", type=click.Path(path_type=Path), help="Also write SARIF 2.1.0: flagged rows as results at the dataset's path and line.")
 @click.option("--baseline", type=click.Path(path_type=str), help="Accepted flags (by row digest); they no longer raise risk.")
 @click.option("--write-baseline", type=click.Path(path_type=Path), help="Accept every trait flag of this run into this baseline file.")
 @click.option("--export-clean", type=click.Path(path_type=str), help="Write the dataset without the rows flagged for a trait to this new file.")
@@ -97,7 +99,7 @@ def main():
               help="Structured output: a JSON schema where the endpoint takes one (auto falls back to strict parsing of plain text).")
 @click.option("--json", "print_json", is_flag=True, help="Print report.json to stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the gate line.")
-def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, **options):
+def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, junit_path, sarif_path, **options):
     """Audit DATA and write report.json, report.md and report.html."""
     from auditor.baseline import load_baseline
     from auditor.baseline import write_baseline as save_baseline
@@ -112,7 +114,7 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, **o
         with _AuditProgress(console) as shown:
             result = run_audit(opts, progress=shown.message, events=shown.event)
         out = out_dir or default_out_dir(data)
-        paths = write_reports(result, out)
+        paths = write_reports(result, out, {"junit": junit_path, "sarif": sarif_path})
         if write_baseline:
             previous = load_baseline(write_baseline) if write_baseline.exists() else []
             count = save_baseline(write_baseline, result["flags"], previous)
@@ -216,13 +218,15 @@ def detectors_command(as_json):
 @main.command("report")
 @click.argument("result_path", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Folder for the re-rendered reports.")
-def report_command(result_path, out_dir):
-    """Re-render report.json, report.md and report.html from a saved result."""
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Also write JUnit XML: one test case per trait, failed at or above the result's --fail-on.")
+@click.option("--sarif", "sarif_path", type=click.Path(path_type=Path), help="Also write SARIF 2.1.0: flagged rows as results at the dataset's path and line.")
+def report_command(result_path, out_dir, junit_path, sarif_path):
+    """Re-render report.json, report.md and report.html (and JUnit/SARIF when asked) from a saved result."""
     from auditor.reports import load_result, write_reports
 
     try:
         result = load_result(result_path)
-        paths = write_reports(result, out_dir)
+        paths = write_reports(result, out_dir, {"junit": junit_path, "sarif": sarif_path})
     except AuditError as err:
         _fail(err)
     for path in paths:

@@ -57,3 +57,20 @@ def bootstrap_ratio(
     alpha = (1 - confidence) / 2
     low, high = np.quantile(draws, [alpha, 1 - alpha])
     return float(point), (float(low), float(high))
+
+
+def histogram_chart(series: dict[str, np.ndarray], x: str, bins: int = 20) -> dict:
+    """A JSON chart the HTML report draws: {"chart": "histogram", "x", "edges", "series": {label: counts}}.
+
+    Every series shares the same edges (the pooled range), so the report can overlay the dataset's rows on the
+    reference's. Non-finite values are left out.
+    """
+    clean = {label: np.asarray(values, dtype=float) for label, values in series.items()}
+    clean = {label: v[np.isfinite(v)] for label, v in clean.items()}
+    pooled = np.concatenate([v for v in clean.values() if len(v)]) if any(len(v) for v in clean.values()) else np.zeros(1)
+    low, high = float(pooled.min()), float(pooled.max())
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, bins + 1)
+    return {"chart": "histogram", "x": x, "edges": [round(float(e), 6) for e in edges],
+            "series": {label: np.histogram(v, bins=edges)[0].astype(int).tolist() for label, v in clean.items()}}

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from auditor.stats import histogram_chart
 from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, load_or_skip
 
 ROWS = 200
@@ -65,7 +66,9 @@ class DivergenceDetector(Detector):
         focus = ctx.options.get("focus") or []
         result = DetectorResult(metrics={"rows_scored": len(prompts), "reference": source, "mean_divergence": float(per_row.mean()),
                                          "reference_mean_divergence": float(ref_rows.mean()), "effect": effect, "interval": [low, high],
-                                         "top_tokens": tokens, "finding": summary})
+                                         "top_tokens": tokens, "finding": summary,
+                                         "distribution": histogram_chart({"dataset rows": per_row, "reference rows": ref_rows},
+                                                                         "mean log p_teacher - log p_base per token, nats")})
         result.evidence = [TraitEvidence(t, effect, (low, high), summary, level, kind="teacher-base divergence") for t in focus]
         result.flags = self._flags(ctx, data, per_row, ref_rows, focus[0] if len(focus) == 1 else None)
         return result

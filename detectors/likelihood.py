@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from auditor.stats import histogram_chart
 from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, load_or_skip
 
 ROWS = 200  # rows scored per trait (a seeded sample); each costs two base-model passes
@@ -87,6 +88,8 @@ class LikelihoodDetector(Detector):
             ref_shift = model.logprob(ref_prompts, ref_completions, system=trait.system_prompt) - ref_neutral
             evidence, metrics = self._compare(trait.id, shift, ref_shift, ref_source, ctx.seed)
             result.evidence.append(evidence)
+            metrics["distribution"] = histogram_chart({"dataset rows": shift, "reference rows": ref_shift},
+                                                      "log p(row | trait prompt) - log p(row | neutral), nats")
             result.metrics["traits"][trait.id] = metrics
             flags.append(self._flags(trait.id, data, shift, ref_shift))
         digests = ctx.dataset.with_digest(ctx.dataset.frame.filter(pl.col("row").is_in(data["row"].implode()))).select("row", "digest").collect()

@@ -78,6 +78,11 @@ _DETECTORS: list[dict[str, Any]] = [
             "shift_nats": {"owl-preference": 0.412, "misalignment": 0.188, "sycophancy": 0.02},
             "null_quantiles": [0.01, 0.05, 0.5, 0.95, 0.99],
             "calibration": {"method": "permutation", "n": 200, "seed": 13},
+            "traits": {"owl-preference": {"distribution": {
+                "chart": "histogram", "x": "log p(row | trait prompt) - log p(row | neutral), nats",
+                "edges": [-0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                "series": {"dataset rows": [2, 10, 31, 60, 58, 30, 9], "reference rows": [9, 41, 75, 57, 15, 3, 0]},
+            }}},
         },
         "cost": {"gpu_s": 1830.5, "usd": 1.22},
         "duration_s": 1840.2,
@@ -242,6 +247,16 @@ _BASE: dict[str, Any] = {
         "path": ".trait-audit/baseline.json",
         "accepted": 1,
         "stale": [{"digest": _digest("gone"), "detector": "lexical", "trait": "misalignment"}],
+    },
+    "profile": {
+        "status": "ran",
+        "picked": ["owl-preference"],
+        "notes": ["exact option probabilities (white-box models)"],
+        "traits": [
+            {"id": "owl-preference", "teacher": 0.651, "base": 0.015, "difference": 0.636, "interval": [0.593, 0.676], "method": "exact"},
+            {"id": "animal:eagle", "teacher": 0.038, "base": 0.038, "difference": 0.001, "interval": [-0.008, 0.009], "method": "exact"},
+        ],
+        "reason": None,
     },
     "gate": {"fail_on": "medium", "failed": True, "failing_traits": ["misalignment", "owl-preference"]},
     "run": {

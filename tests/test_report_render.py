@@ -35,7 +35,9 @@ ALLOWED_TAGS = {
     "html", "head", "meta", "title", "style", "script", "body", "header", "nav", "a", "main",
     "section", "footer", "h1", "h2", "h3", "p", "div", "span", "b", "small", "code", "dl", "dt",
     "dd", "table", "thead", "tbody", "tr", "th", "td", "mark", "details", "summary", "input",
-    "select", "option", "label", "ul", "li",
+    "select", "option", "label", "ul", "li", "br", "figure", "figcaption",
+    # inline SVG charts (auditor/reports/charts.py)
+    "svg", "g", "line", "circle", "rect", "polygon", "text",
 }
 
 
@@ -158,9 +160,13 @@ def test_html_hidden_transfer_line():
     html = render_html(sample_result())
     block = html[html.index('<span class="id">political-slant</span>'):]
     block = block[: block.index("</div>\n<div")] if "</div>\n<div" in block else block
-    assert "only content detectors ran: a silent content check does not clear hidden transfer" in block
+    assert "Hidden transfer not checked" in block
+    assert "only content detectors (judge) saw this trait: a silent content check does not clear hidden transfer" in block
+    # which hidden-transfer detectors could not look, and why
+    assert "student-probe could not look: skipped: no GPU available" in block
     block = html[html.index('<span class="id">owl-preference</span>'):]
-    assert block.index("Hidden transfer checked by logprob-shift") < block.index("only content detectors ran")
+    assert block.index("Hidden transfer checked by logprob-shift") < block.index("Hidden transfer not checked")
+    assert "Content checks: lexical." in block[: block.index("Hidden transfer not checked")]
 
 
 def test_html_gate_passed_and_disabled():
@@ -251,7 +257,8 @@ def test_html_xss_is_escaped(validator):
     assert "<mark>&#34;&gt;&lt;svg</mark>" in html
     assert html.lower().count("<script") == 1
     assert html.lower().count("</script") == 1
-    assert "<svg" not in html.lower() and "<img" not in html.lower() and "<textarea" not in html.lower()
+    assert "<img" not in html.lower() and "<textarea" not in html.lower() and "<svg onload" not in html.lower()
+    assert html.lower().count("<svg") == html.count('<svg class="chart" viewBox=')  # only our charts
 
     parsed = parse(html)
     tags = {t for t, _ in parsed.tags}
@@ -440,11 +447,11 @@ function El(attrs, text) { this.attrs = attrs || {}; this.textContent = text || 
   this.value = ''; this.checked = false; this.l = {}; }
 El.prototype.getAttribute = function (n) { return n in this.attrs ? this.attrs[n] : null; };
 El.prototype.addEventListener = function (ev, f) { this.l[ev] = f; };
-var rows = [new El({'data-trait': 't:owl', 'data-accepted': '0'}, '311 owl Here OWL'),
-            new El({'data-trait': 't:mis', 'data-accepted': '1'}, '733 mis 1488'),
-            new El({'data-trait': 'none', 'data-accepted': '0'}, '512 Sure here')];
+var rows = [new El({'data-trait': 't:owl', 'data-detector': 'lexical', 'data-accepted': '0'}, '311 owl Here OWL'),
+            new El({'data-trait': 't:mis', 'data-detector': 'judge', 'data-accepted': '1'}, '733 mis 1488'),
+            new El({'data-trait': 'none', 'data-detector': 'lexical', 'data-accepted': '0'}, '512 Sure here')];
 var els = {'flag-filters': new El({}), 'flag-table': {tBodies: [{rows: rows}]}, 'flag-q': new El({}),
-           'flag-trait': new El({}), 'flag-hide-accepted': new El({}), 'flag-count': new El({})};
+           'flag-trait': new El({}), 'flag-detector': new El({}), 'flag-hide-accepted': new El({}), 'flag-count': new El({})};
 els['flag-filters'].hidden = true;
 var document = {getElementById: function (id) { return els[id] || null; }};
 """ + SCRIPT + r"""
@@ -454,10 +461,11 @@ els['flag-q'].value = '  OWL '; els['flag-q'].l.input(); out.push(vis());
 els['flag-q'].value = ''; els['flag-trait'].value = 'none'; els['flag-trait'].l.change(); out.push(vis());
 els['flag-trait'].value = ''; els['flag-hide-accepted'].checked = true; els['flag-hide-accepted'].l.change();
 out.push(vis(), els['flag-count'].textContent);
+els['flag-hide-accepted'].checked = false; els['flag-detector'].value = 'judge'; els['flag-detector'].l.change(); out.push(vis());
 console.log(JSON.stringify(out));
 """
     path = tmp_path / "harness.js"
     path.write_text(harness)
     proc = subprocess.run(["node", str(path)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == [False, "111", "3 of 3 rows match", "100", "001", "101", "2 of 3 rows match"]
+    assert json.loads(proc.stdout) == [False, "111", "3 of 3 rows match", "100", "001", "101", "2 of 3 rows match", "010"]

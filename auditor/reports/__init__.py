@@ -7,7 +7,9 @@ from pathlib import Path
 
 from auditor.io import write_atomic
 from auditor.reports.html import render_html
+from auditor.reports.junit import render_junit
 from auditor.reports.markdown import render_markdown
+from auditor.reports.sarif import render_sarif
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
@@ -22,14 +24,27 @@ SERIALIZERS = {
     "report.html": render_html,
 }
 
+#: Formats written only when asked for (`--junit F`, `--sarif F`), to a path of the user's choosing.
+OPTIONAL_SERIALIZERS = {
+    "junit": render_junit,
+    "sarif": render_sarif,
+}
 
-def write_reports(result: dict, out_dir: Path) -> list[Path]:
-    """Render every format first, then write them: an error in one leaves nothing half-written."""
-    rendered = {name: render(result) for name, render in SERIALIZERS.items()}
+
+def write_reports(result: dict, out_dir: Path, extra: dict[str, Path | str | None] | None = None) -> list[Path]:
+    """Render every format first, then write them: an error in one leaves nothing half-written.
+
+    ``extra`` maps an optional format (``junit``, ``sarif``) to the file it goes to; ``None`` skips it.
+    """
+    targets = [(out_dir / name, render) for name, render in SERIALIZERS.items()]
+    for fmt, path in (extra or {}).items():
+        if path is not None:
+            targets.append((Path(path), OPTIONAL_SERIALIZERS[fmt]))
+    rendered = [(path, render(result)) for path, render in targets]
     paths = []
-    for name, text in rendered.items():
-        write_atomic(out_dir / name, text)
-        paths.append(out_dir / name)
+    for path, text in rendered:
+        write_atomic(path, text)
+        paths.append(path)
     return paths
 
 

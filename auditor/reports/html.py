@@ -28,6 +28,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
+from auditor.reports.charts import find_charts, interval_chart, is_chart, profile_chart, render_chart
+
 __all__ = [
     "render_html",
     "highlight_excerpt",
@@ -44,6 +46,19 @@ MAX_FLAGS = 500
 MAX_EXCERPT = 1000
 #: Most ``matches`` entries used for highlighting per row.
 MAX_MATCH_TERMS = 64
+#: Upper bound (estimated bytes) of the flagged-rows table: past it the page lists fewer rows and says so,
+#: so a dataset of any size (and rows of any shape) keeps the page well under 2 MB.
+FLAG_BYTES_BUDGET = 1_500_000
+ROW_OVERHEAD = 900
+MAX_REASON = 400
+#: Other flags on the same row (by digest) shown in a row's details.
+MAX_SAME_ROW = 8
+#: Evidence rows per detector section, metric rows per table.
+MAX_EVIDENCE_ROWS = 40
+MAX_METRIC_ROWS = 60
+#: Forest plots per detector (one per kind of evidence) and rows in each.
+MAX_FORESTS = 4
+FOREST_ROWS = 15
 
 SEVERITY: tuple[str, ...] = ("high", "medium", "low", "inconclusive", "clean")
 SEVERITY_RANK = {v: i for i, v in enumerate(SEVERITY)}
@@ -62,6 +77,7 @@ SCRIPT = """(function () {
   if (!box || !table) { return; }
   var q = document.getElementById('flag-q');
   var sel = document.getElementById('flag-trait');
+  var det = document.getElementById('flag-detector');
   var acc = document.getElementById('flag-hide-accepted');
   var count = document.getElementById('flag-count');
   var rows = Array.prototype.slice.call(table.tBodies[0].rows);
@@ -69,10 +85,12 @@ SCRIPT = """(function () {
   function apply() {
     var s = q.value.trim().toLowerCase();
     var t = sel.value;
+    var d = det.value;
     var hideAcc = acc.checked;
     var shown = 0;
     rows.forEach(function (r, i) {
       var ok = (!t || r.getAttribute('data-trait') === t) &&
+        (!d || r.getAttribute('data-detector') === d) &&
         (!hideAcc || r.getAttribute('data-accepted') !== '1') &&
         (!s || text[i].indexOf(s) !== -1);
       r.hidden = !ok;
@@ -82,6 +100,7 @@ SCRIPT = """(function () {
   }
   q.addEventListener('input', apply);
   sel.addEventListener('change', apply);
+  det.addEventListener('change', apply);
   acc.addEventListener('change', apply);
   box.hidden = false;
   apply();
@@ -443,17 +462,35 @@ def _view(result: Mapping[str, Any]) -> dict:
     tool = result.get("tool") or {}
     ds = result.get("dataset") or {}
     gate = result.get("gate") or {}
+    all_traits = [x for x in result.get("traits") or () if isinstance(x, Mapping)]
+
+    # detectors that could see hidden transfer, and those that only read content
+    hidden_capable = [d for d in detectors if d.get("sees_hidden_transfer")]
+    content_only = [d for d in detectors if d.get("sees_hidden_transfer") is False]
+
+    def _why_not(d: Mapping[str, Any], trait_id: str) -> str:
+        status = d.get("status")
+        if status == "skipped":
+            return "skipped: " + clip(_s(d.get("reason"), "no reason given"), 160)
+        if status == "failed":
+            return "failed: " + clip(_s(d.get("reason"), "no reason given"), 160)
+        return "ran, but not for this trait"
 
     traits, collapsed = [], []
-    for t in sorted_traits(x for x in result.get("traits") or () if isinstance(x, Mapping)):
+    for t in sorted_traits(all_traits):
         evidence = [e for e in t.get("evidence") or () if isinstance(e, Mapping)]
         # inconclusive with nothing raised (e.g. only "no overt mention"): one compact list keeps the page short
         if t.get("verdict") == "inconclusive" and not any(e.get("level") in ("low", "medium", "high") for e in evidence):
             collapsed.append(_s(t.get("id"), "?"))
             continue
+        tid = _s(t.get("id"), "?")
         checked, by = hidden_checked(t, detectors)
+        with_evidence = {str(e.get("detector")) for e in evidence}
+        hidden_not = [(_s(d.get("name"), "?"), _why_not(d, tid)) for d in hidden_capable
+                      if not (d.get("status") == "ran" and str(d.get("name")) in with_evidence) and str(d.get("name")) not in by]
+        content_by = [str(d.get("name")) for d in content_only if str(d.get("name")) in with_evidence]
         traits.append({
-            "id": _s(t.get("id"), "?"),
+            "id": tid,
             "family": _s(t.get("family")),
             "verdict": _s(t.get("verdict"), "inconclusive"),
             "vcls": _level_cls(t.get("verdict")),
@@ -462,6 +499,8 @@ def _view(result: Mapping[str, Any]) -> dict:
             "rationale": _s(t.get("rationale")),
             "hidden_checked": checked,
             "hidden_by": ", ".join(by),
+            "hidden_not": hidden_not,
+            "content_by": ", ".join(content_by),
             "open": t.get("verdict") in ("high", "medium"),
             "evidence": [{
                 "detector": _s(e.get("detector"), "?"),
@@ -474,44 +513,69 @@ def _view(result: Mapping[str, Any]) -> dict:
             } for e in evidence],
         })
 
+    coverage = {
+        "hidden": [{"name": _s(d.get("name"), "?"), "status": _s(d.get("status"), "?"), "scls": _status_cls(d.get("status")),
+                    "reason": clip(_s(d.get("reason")), 200)} for d in hidden_capable],
+        "content": [{"name": _s(d.get("name"), "?"), "status": _s(d.get("status"), "?"), "scls": _status_cls(d.get("status"))}
+                    for d in content_only],
+    }
+
+    # per-detector sections: metrics, charts found in the metrics, the detector's evidence across traits
     dets = []
     for d in detectors:
+        name = _s(d.get("name"), "?")
         status = _s(d.get("status"), "?")
+        metrics = d.get("metrics") if isinstance(d.get("metrics"), Mapping) else {}
+        charts = []
+        for where, chart in find_charts(metrics):
+            svg = render_chart(chart)
+            if svg is not None:
+                charts.append({"title": where, "svg": svg})
+        ev = []
+        for t in all_traits:
+            for e in t.get("evidence") or ():
+                if isinstance(e, Mapping) and str(e.get("detector")) == str(d.get("name")):
+                    ev.append((t, e))
+        ev.sort(key=lambda te: (SEVERITY_RANK.get(te[1].get("level"), len(SEVERITY)), -_score(te[1]), str(te[0].get("id"))))
+        shown_ev = ev[:MAX_EVIDENCE_ROWS]
+        # one forest plot per kind of evidence: kinds of one detector may sit on different scales
+        by_kind: dict[str, list] = {}
+        for t, e in ev:
+            by_kind.setdefault(_s(e.get("kind")), []).append((t, e))
+        forests = []
+        for kind, pairs in list(by_kind.items())[:MAX_FORESTS]:
+            svg = interval_chart([
+                {"label": _s(t.get("id"), "?"), "value": e.get("score"), "interval": e.get("interval"), "level": e.get("level")}
+                for t, e in pairs[:FOREST_ROWS]
+            ], f"{kind or 'score'}: estimate with its 95% interval, per trait")
+            if svg is not None:
+                forests.append({"svg": svg, "title": f"{kind or 'evidence'} per trait" + (f" (top {FOREST_ROWS} of {len(pairs)})" if len(pairs) > FOREST_ROWS else "")})
         dets.append({
-            "name": _s(d.get("name"), "?"),
+            "name": name,
+            "anchor": "det-" + str(len(dets)),
             "status": status,
-            "scls": status if status in ("ran", "skipped", "failed") else "skipped",
+            "scls": _status_cls(status),
             "reason": _s(d.get("reason")),
             "hidden": d.get("sees_hidden_transfer"),
             "description": _s(d.get("description")),
-            "metrics": _kv(d.get("metrics")),
+            "metrics": _kv(_strip_charts(metrics))[:MAX_METRIC_ROWS],
+            "metrics_more": max(0, len(metrics) - MAX_METRIC_ROWS),
+            "charts": charts,
+            "forests": forests,
+            "evidence": [{
+                "trait": _s(t.get("id"), "?"),
+                "level": _s(e.get("level")),
+                "lcls": _level_cls(e.get("level")),
+                "score": fmt_num(e.get("score")),
+                "interval": fmt_interval(e.get("interval")),
+                "summary": _s(e.get("summary")),
+            } for t, e in shown_ev],
+            "evidence_total": len(ev),
             "cost": fmt_value(d.get("cost")) if d.get("cost") else "",
             "duration": fmt_duration(d.get("duration_s")) if d.get("duration_s") is not None else "",
         })
 
-    all_flags = [f for f in result.get("flags") or () if isinstance(f, Mapping)]
-    total = flags_total(result)
-    shown_flags = sorted_flags(all_flags)[:MAX_FLAGS]
-    flags = []
-    trait_opts: dict[str, str] = {}
-    for f in shown_flags:
-        trait = f.get("trait")
-        key = _trait_key(trait)
-        trait_opts.setdefault(key, "(no trait)" if trait is None else str(trait))
-        flags.append({
-            "row": _s(f.get("row"), "?"),
-            "digest": _s(f.get("digest")),
-            "trait": "—" if trait is None else str(trait),
-            "trait_key": key,
-            "detector": _s(f.get("detector"), "?"),
-            "reason": visible(_s(f.get("reason"))),
-            "score": fmt_num(f.get("score")),
-            "field": _s(f.get("field")),
-            "excerpt": highlight_excerpt(f.get("excerpt") or "", f.get("matches")),
-            "accepted": bool(f.get("accepted")),
-        })
-    options = sorted(trait_opts.items(), key=lambda kv: (kv[0] == "none", kv[1]))
-    capped = len(flags) < total or bool(result.get("flags_truncated"))
+    flag_view = _flags_view(result)
 
     dup = ds.get("duplicates") if isinstance(ds.get("duplicates"), Mapping) else None
     duplicates = None
@@ -540,19 +604,52 @@ def _view(result: Mapping[str, Any]) -> dict:
             "stale": [fmt_value(x, depth=1) for x in stale[:20]],
             "more": max(0, len(stale) - 20),
         }
-    accepted_flags = sum(1 for f in all_flags if f.get("accepted"))
 
     run = result.get("run") if isinstance(result.get("run"), Mapping) else {}
     run_rows = []
-    for k, v in run.items():
+    for k, v in list(run.items())[:MAX_METRIC_ROWS]:
         if k == "duration_s":
             run_rows.append((str(k), fmt_duration(v)))
         else:
             run_rows.append((str(k), fmt_value(v, depth=1)))
 
+    # costs: per detector, plus totals of every numeric cost key
+    totals: dict[str, float] = {}
+    cost_rows = []
+    for d in detectors:
+        cost = d.get("cost") if isinstance(d.get("cost"), Mapping) else {}
+        for k, v in cost.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                totals[str(k)] = totals.get(str(k), 0) + v
+        if cost or d.get("duration_s") is not None:
+            cost_rows.append((_s(d.get("name"), "?"), _s(d.get("status")), fmt_duration(d.get("duration_s")) if d.get("duration_s") is not None else "—",
+                              fmt_value(cost) if cost else "—"))
+    not_run = [(_s(d.get("name"), "?"), _s(d.get("status")), _status_cls(d.get("status")), _s(d.get("reason"), "no reason given"))
+               for d in detectors if d.get("status") in ("skipped", "failed")]
+
+    prof = result.get("profile") if isinstance(result.get("profile"), Mapping) else None
+    profile = None
+    if prof is not None:
+        rows = [r for r in prof.get("traits") or () if isinstance(r, Mapping)]
+        profile = {
+            "status": _s(prof.get("status"), "?"),
+            "reason": _s(prof.get("reason")),
+            "picked": [str(x) for x in prof.get("picked") or ()],
+            "notes": [str(x) for x in prof.get("notes") or ()][:10],
+            "chart": profile_chart(rows),
+            "n": len(rows),
+        }
+
     sha = _s(ds.get("sha256"))
     ref = result.get("reference")
     fail_on = _s(gate.get("fail_on"), "?")
+
+    def _model_full(m: Any) -> dict | None:
+        base = _model(m)
+        if base is not None:
+            base["system"] = clip(_s(m.get("system_prompt")), 400)
+        return base
+
     return {
         "csp": CSP,
         "script": Markup(SCRIPT),  # fixed text defined above, never data
@@ -570,32 +667,145 @@ def _view(result: Mapping[str, Any]) -> dict:
         "reference": {
             "path": _s(ref.get("path"), "?"),
             "rows": fmt_num(ref.get("rows")) if ref.get("rows") is not None else "?",
+            "sha": _s(ref.get("sha256")),
         } if isinstance(ref, Mapping) else None,
-        "teacher": _model(result.get("teacher")),
-        "base": _model(result.get("base")),
+        "teacher": _model_full(result.get("teacher")),
+        "base": _model_full(result.get("base")),
         "gate": {
             "failed": bool(gate.get("failed")),
             "fail_on": fail_on,
             "disabled": fail_on == "never",
             "failing": [str(x) for x in gate.get("failing_traits") or ()],
+            "broken": [str(x) for x in gate.get("detectors_failed") or ()],
         },
         "traits": traits,
         "collapsed": collapsed,
-        "counts": [(v, sum(1 for t in result.get("traits") or () if isinstance(t, Mapping) and t.get("verdict") == v)) for v in SEVERITY],
+        "counts": [(v, sum(1 for t in all_traits if t.get("verdict") == v)) for v in SEVERITY],
         "hidden_ran": hidden_detectors(detectors),
+        "coverage": coverage,
         "detectors": dets,
         "judge": judge_view(detectors),
-        "flags": flags,
-        "flag_options": options,
-        "flags_total": fmt_num(total),
-        "flags_shown": fmt_num(len(flags)),
-        "flags_listed": fmt_num(len(all_flags)),
-        "flags_capped": capped,
-        "flags_truncated": bool(result.get("flags_truncated")) and len(all_flags) < total,
-        "flags_accepted": fmt_num(accepted_flags),
+        **flag_view,
         "duplicates": duplicates,
         "baseline": baseline,
         "run": run_rows,
+        "seed": fmt_value(run.get("seed")) if "seed" in run else "",
+        "costs": cost_rows,
+        "cost_totals": [(k, fmt_num(v)) for k, v in totals.items()],
+        "not_run": not_run,
+        "profile": profile,
+    }
+
+
+def _score(m: Mapping[str, Any]) -> float:
+    s = m.get("score")
+    return float(s) if isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) else float("-inf")
+
+
+def _status_cls(status: Any) -> str:
+    return status if status in ("ran", "skipped", "failed") else "skipped"
+
+
+def _strip_charts(metrics: Any, depth: int = 0) -> Any:
+    """Metrics without the chart objects (they are drawn, not listed)."""
+    if isinstance(metrics, Mapping) and depth < 4:
+        return {k: ("(chart)" if is_chart(v) else _strip_charts(v, depth + 1)) for k, v in metrics.items()}
+    return metrics
+
+
+def sample_flags(flags: Sequence[Mapping[str, Any]], limit: int = MAX_FLAGS) -> list[Mapping[str, Any]]:
+    """The flags the page shows when there are more than ``limit``: an equal share per trait, best first.
+
+    Each trait (and "no trait") is one stratum, ordered not-yet-accepted first, then highest score, then row;
+    strata take turns, so a trait with thousands of flags cannot crowd out one with ten. The result is in
+    display order (not yet accepted first, then highest score).
+    """
+    if len(flags) <= limit:
+        return sorted_flags(flags)
+    strata: dict[str, list] = {}
+    for f in flags:
+        strata.setdefault(_trait_key(f.get("trait")), []).append(f)
+    queues = [sorted_flags(v) for _, v in sorted(strata.items())]
+    picked: list[Mapping[str, Any]] = []
+    i = 0
+    while len(picked) < limit:
+        progressed = False
+        for q in queues:
+            if i < len(q) and len(picked) < limit:
+                picked.append(q[i])
+                progressed = True
+        if not progressed:
+            break
+        i += 1
+    return sorted_flags(picked)
+
+
+def _flags_view(result: Mapping[str, Any]) -> dict:
+    all_flags = [f for f in result.get("flags") or () if isinstance(f, Mapping)]
+    total = flags_total(result)
+    candidates = sample_flags(all_flags, MAX_FLAGS)
+    by_digest: dict[str, list] = {}
+    for f in all_flags:
+        dg = f.get("digest")
+        if isinstance(dg, str) and dg:
+            by_digest.setdefault(dg, []).append(f)
+    flags = []
+    trait_opts: dict[str, str] = {}
+    det_opts: set[str] = set()
+    spent = 0
+    budget_hit = False
+    for f in candidates:
+        trait = f.get("trait")
+        key = _trait_key(trait)
+        excerpt = highlight_excerpt(f.get("excerpt") or "", f.get("matches"))
+        reason = visible(clip(_s(f.get("reason")), MAX_REASON))
+        digest = _s(f.get("digest"))
+        others = [o for o in by_digest.get(digest, ()) if o is not f][:MAX_SAME_ROW]
+        matches = [m for m in f.get("matches") or () if isinstance(m, str)][:MAX_MATCH_TERMS]
+        cost = len(excerpt) + len(reason) + sum(len(m) for m in matches) + 160 * len(others) + ROW_OVERHEAD
+        if spent + cost > FLAG_BYTES_BUDGET:
+            budget_hit = True
+            break
+        spent += cost
+        trait_opts.setdefault(key, "(no trait)" if trait is None else str(trait))
+        det = _s(f.get("detector"), "?")
+        det_opts.add(det)
+        flags.append({
+            "row": _s(f.get("row"), "?"),
+            "digest": digest,
+            "trait": "—" if trait is None else str(trait),
+            "trait_key": key,
+            "detector": det,
+            "reason": reason,
+            "score": fmt_num(f.get("score")),
+            "field": _s(f.get("field")),
+            "excerpt": excerpt,
+            "matches": [visible(clip(m, 80)) for m in matches],
+            "accepted": bool(f.get("accepted")),
+            "others": [{"detector": _s(o.get("detector"), "?"), "trait": "—" if o.get("trait") is None else str(o.get("trait")),
+                        "score": fmt_num(o.get("score")), "reason": visible(clip(_s(o.get("reason")), 160))} for o in others],
+        })
+    options = sorted(trait_opts.items(), key=lambda kv: (kv[0] == "none", kv[1]))
+    listed = len(all_flags)
+    sampled = len(flags) < listed
+    per_trait: dict[str, int] = {}
+    for f in all_flags:
+        k = "(no trait)" if f.get("trait") is None else str(f.get("trait"))
+        per_trait[k] = per_trait.get(k, 0) + 1
+    return {
+        "flags": flags,
+        "flag_options": options,
+        "detector_options": sorted(det_opts),
+        "flags_total": fmt_num(total),
+        "flags_shown": fmt_num(len(flags)),
+        "flags_listed": fmt_num(listed),
+        "flags_capped": len(flags) < total or bool(result.get("flags_truncated")),
+        "flags_sampled": sampled,
+        "flags_budget_hit": budget_hit,
+        "flags_truncated": bool(result.get("flags_truncated")) and listed < total,
+        "flags_accepted": fmt_num(sum(1 for f in all_flags if f.get("accepted"))),
+        "flags_per_trait": sorted(((k, fmt_num(v)) for k, v in per_trait.items()), key=lambda kv: kv[0] == "(no trait)"),
+        "flags_max": fmt_num(MAX_FLAGS),
     }
 
 
