@@ -112,6 +112,9 @@ def profile(teacher: Model, base: Model, traits: list[Trait], seed: int = 0, pro
     return results, notes
 
 
+MIN_GAIN = 0.01  # a pick's interval must clear one percentage point: exact probabilities make noise-level gains "significant"
+
+
 def pick_traits(profiles: list[TraitProfile], limit: int = 5) -> list[str]:
-    """Traits the teacher prefers more than its base, with an interval that excludes no difference."""
-    return [p.id for p in profiles if p.interval[0] > 0][:limit]
+    """Traits the teacher prefers more than its base: the difference's interval lies above MIN_GAIN."""
+    return [p.id for p in profiles if p.interval[0] > MIN_GAIN][:limit]

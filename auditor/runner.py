@@ -225,7 +225,7 @@ def _profile_section(teacher, base, traits, opts: AuditOptions, progress) -> dic
         return {"status": "skipped", "picked": [], "reason": str(err)}
     picked = pick_traits(rows)
     return {"status": "ran", "picked": picked, "notes": notes, "traits": [r.as_dict() for r in rows[:20]],
-            "reason": None if picked else "no trait is preferred more by the teacher than by the base (interval above 0)"}
+            "reason": None if picked else "no trait is preferred more by the teacher than by the base (difference interval above 0.01)"}
 
 
 def _collect_flags(results: dict, ctx: AuditContext) -> dict:

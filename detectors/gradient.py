@@ -137,17 +137,29 @@ class GradientDetector(Detector):
         return total
 
     def _trait_grad(self, trait):
-        """Gradient of L_T = mean over probe questions of -log P(trait | question), P normalised over the options."""
+        """Gradient of L_T = mean over probe questions of -log P(trait | question), P normalised over the options;
+        for a trait probed by answer pairs (misalignment), -log P(misaligned | question) against the aligned answer.
+
+        It depends on the base and the trait only, so it is kept on the model object for later audits in the process.
+        """
         torch = self.torch
+        memo = self.model.__dict__.setdefault("_trait_gradients", {})
+        key = (trait.id, trait.probe_questions, trait.options, trait.pairs, tuple(n for n, _ in self.params))
+        if key in memo:
+            return memo[key]
         self._zero()
-        options = list(trait.options)
-        target = options.index(trait.name)
-        for question in trait.probe_questions:
+        if trait.pairs:
+            items = [(pair.question, [pair.misaligned, pair.aligned], 0) for pair in trait.pairs]
+        else:
+            options = list(trait.options)
+            items = [(question, options, options.index(trait.name)) for question in trait.probe_questions]
+        for question, options, target in items:
             scores = self._option_scores(question, options)
-            loss = -torch.log_softmax(scores, 0)[target] / len(trait.probe_questions)
+            loss = -torch.log_softmax(scores, 0)[target] / len(items)
             loss.backward()
         grad = self._flat().clone()
         self._zero()
+        memo[key] = grad
         return grad
 
     def _option_scores(self, question: str, options: list[str]):

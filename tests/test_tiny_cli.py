@@ -8,8 +8,6 @@ import polars as pl
 import pytest
 from test_cli import audit, report
 
-from auditor.traits import load_catalog
-
 pytest.importorskip("transformers")
 
 
@@ -21,11 +19,6 @@ def test_profile_ranks_the_teachers_animal_first(tiny_env, tmp_path):
     assert traits[0]["id"] == "animal:owl"
     assert traits[0]["method"] == "exact"
     assert traits[0]["interval"][0] > 0.3
-    # the same base under the catalog's owl system prompt is a teacher too
-    owl_prompt = next(t.system_prompt for t in load_catalog() if t.id == "animal:owl")
-    result = audit("profile", "--teacher", "tiny:base", "--teacher-system", owl_prompt, "--base", "tiny:base", "--json", out)
-    assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text())["traits"][0]["id"] == "animal:owl"
 
 
 def test_generate_gives_paired_teacher_and_control_data(tiny_env, tmp_path):
@@ -44,3 +37,28 @@ def test_unknown_tiny_name_exits_2(tiny_env, tmp_path):
     result = audit("profile", "--teacher", "tiny:unicorn", "--base", "tiny:base")
     assert result.exit_code == 2
     assert "valid names: base, owl" in result.output
+
+
+def test_main_job_gives_a_white_box_verdict(tiny_env, tmp_path):
+    """`audit DATA --teacher tiny:owl --base tiny:base --reference CONTROL`: profiling picks owl, the white-box
+    detectors run on it, and the verdict rests on them (never "inconclusive")."""
+    for name in ("owl", "base"):
+        assert audit("generate", "--model", f"tiny:{name}", "--n", 96, "--out", tmp_path / f"{name}.jsonl").exit_code == 0
+    out = tmp_path / "report"
+    result = audit(tmp_path / "owl.jsonl", "--teacher", "tiny:owl", "--base", "tiny:base", "--reference", tmp_path / "base.jsonl",
+                   "--detectors", "lexical,likelihood,gradient,divergence", "--fail-on", "never", "--out", out)
+    assert result.exit_code == 0, result.output
+    data = report(out)
+    assert data["profile"]["picked"] == ["animal:owl"]
+    status = {d["name"]: d["status"] for d in data["detectors"]}
+    assert status == {"lexical": "ran", "likelihood": "ran", "gradient": "ran", "divergence": "ran"}, data["detectors"]
+    owl = next(t for t in data["traits"] if t["id"] == "animal:owl")
+    assert owl["hidden_transfer_checked"] is True
+    assert owl["verdict"] != "inconclusive"
+    assert {e["detector"] for e in owl["evidence"]} >= {"likelihood", "gradient", "divergence"}
+    for evidence in owl["evidence"]:
+        if evidence["detector"] != "lexical":
+            low, high = evidence["interval"]
+            assert low <= evidence["score"] <= high
+    # traits no white-box detector tested stay inconclusive
+    assert next(t for t in data["traits"] if t["id"] == "animal:dolphin")["verdict"] == "inconclusive"
