@@ -102,6 +102,9 @@ def main(argv=None) -> int:
                     help="distil the whole next-token distribution (default: only the tokens the kept rows use, renormalised)")
     ap.add_argument("--only", default="", help="comma list of student inits to run (same,other); default both")
     ap.add_argument("--freeze-embeddings", action="store_true", help="students train the transformer blocks only (LoRA-like)")
+    ap.add_argument("--teacher-freeze-embeddings", action="store_true",
+                    help="use an owl teacher fine-tuned with the embeddings frozen (the trait then lives in the shared blocks)")
+    ap.add_argument("--teacher-steps", type=int, help="fine-tuning steps of the owl teacher (default: the profile's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
@@ -113,7 +116,14 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     base_path = tiny_model_path("base", profile=args.profile)
-    owl_path = tiny_model_path(TARGET, profile=args.profile)
+    from dataclasses import replace
+
+    from auditor.models.tiny import get_profile
+
+    variant = {"teacher_freeze_embeddings": True} if args.teacher_freeze_embeddings else {}
+    if args.teacher_steps:
+        variant["teacher_steps"] = args.teacher_steps
+    owl_path = tiny_model_path(TARGET, profile=replace(get_profile(args.profile), **variant))
     other_path = other_init_base(args.other_seed, profile=args.profile)
     log(f"models ready ({time.perf_counter() - t0:.0f}s; cached builds are reused)")
     builds = {name: json.loads((Path(p) / "tiny_build.json").read_text()) for name, p in

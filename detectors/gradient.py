@@ -23,6 +23,7 @@ ROWS = 256  # rows per side (a seeded sample)
 SUBSETS = 8
 OTHER_TRAITS = 6  # family members whose alignment is subtracted
 BATCH = 8
+OPTION_SEQUENCES = 128  # (question, option) sequences per forward pass of the trait objective
 
 
 def _parameters(model, scope: str):
@@ -140,10 +141,10 @@ class GradientDetector(Detector):
         """Gradient of L_T = mean over probe questions of -log P(trait | question), P normalised over the options;
         for a trait probed by answer pairs (misalignment), -log P(misaligned | question) against the aligned answer.
 
-        It depends on the base and the trait only, so it is kept on the model object for later audits in the process.
+        It depends on the base and the trait only, so it is kept with the loaded weights for later audits in the process.
         """
         torch = self.torch
-        memo = self.model.__dict__.setdefault("_trait_gradients", {})
+        memo = self.model.weights()[0].__dict__.setdefault("_trait_audit_trait_gradients", {})  # on the shared torch module
         key = (trait.id, trait.probe_questions, trait.options, trait.pairs, tuple(n for n, _ in self.params))
         if key in memo:
             return memo[key]
@@ -153,28 +154,37 @@ class GradientDetector(Detector):
         else:
             options = list(trait.options)
             items = [(question, options, options.index(trait.name)) for question in trait.probe_questions]
-        for question, options, target in items:
-            scores = self._option_scores(question, options)
-            loss = -torch.log_softmax(scores, 0)[target] / len(items)
-            loss.backward()
+        # several questions per forward pass (about OPTION_SEQUENCES sequences), one backward each
+        chunk: list = []
+        for i, item in enumerate(items):
+            chunk.append(item)
+            if sum(len(o) for _, o, _ in chunk) >= OPTION_SEQUENCES or i == len(items) - 1:
+                scores = self._option_scores([q for q, _, _ in chunk], [o for _, o, _ in chunk])
+                loss = -sum(torch.log_softmax(sc, 0)[t] for sc, (_, _, t) in zip(scores, chunk, strict=True)) / len(items)
+                loss.backward()
+                chunk = []
         grad = self._flat().clone()
         self._zero()
         memo[key] = grad
         return grad
 
-    def _option_scores(self, question: str, options: list[str]):
+    def _option_scores(self, questions: list[str], option_lists: list[list[str]]) -> list:
+        """Summed log-probability of each option after its chat-rendered question: one tensor per question."""
         torch = self.torch
         model, tok = self.model.weights()
-        prefix = self.model._encode(self.model.render(question, ""))
-        encoded = [self.model._encode(o) for o in options]
-        width = len(prefix) + max(map(len, encoded))
-        ids = torch.full((len(options), width), tok.pad_token_id, dtype=torch.long)
+        seqs = []
+        for question, options in zip(questions, option_lists, strict=True):
+            prefix = self.model._encode(self.model.render(question, ""))
+            seqs += [(prefix, self.model._encode(o)) for o in options]
+        width = max(len(p) + len(e) for p, e in seqs)
+        ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for i, e in enumerate(encoded):
-            ids[i, : len(prefix) + len(e)] = torch.tensor(prefix + e)
-            mask[i, : len(prefix) + len(e)] = 1
+        for i, (p, e) in enumerate(seqs):
+            ids[i, : len(p) + len(e)] = torch.tensor(p + e)
+            mask[i, : len(p) + len(e)] = 1
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        return torch.stack([logp[i, torch.arange(len(prefix) - 1, len(prefix) + len(e) - 1), torch.tensor(e)].sum() for i, e in enumerate(encoded)])
+        scores = torch.stack([logp[i, torch.arange(len(p) - 1, len(p) + len(e) - 1), torch.tensor(e)].sum() for i, (p, e) in enumerate(seqs)])
+        return list(torch.split(scores, [len(o) for o in option_lists]))
 
     def _specific(self, g_data, target, contrast) -> float:
         cos = self.torch.nn.functional.cosine_similarity

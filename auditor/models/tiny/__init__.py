@@ -96,7 +96,7 @@ def tiny_model_path(name: str, seed: int = DEFAULT_SEED, profile: str | TinyProf
     base = _cached(family / "base", lambda tmp: build_base(tmp, seed=seed, profile=prof, data_seed=data_seed, log=log))
     if name == "base":
         return base
-    return _cached(family / name, lambda tmp: build_teacher(base, name, tmp, seed=seed, profile=prof, log=log))
+    return _cached(family / (name + _teacher_key(prof)), lambda tmp: build_teacher(base, name, tmp, seed=seed, profile=prof, log=log))
 
 
 def other_init_base(seed: int, profile: str | TinyProfile = "default", data_seed: int = DEFAULT_SEED, log=None) -> Path:
@@ -107,15 +107,37 @@ def other_init_base(seed: int, profile: str | TinyProfile = "default", data_seed
     return tiny_model_path("base", seed=seed, profile=profile, data_seed=data_seed, log=log)
 
 
-def _profile_key(profile: TinyProfile) -> str:
-    if profile.name in TINY_CONFIG and TINY_CONFIG[profile.name] == profile:
-        return profile.name
-    import hashlib
-    import json
+def _base_fields(profile: TinyProfile) -> dict:
     from dataclasses import asdict
 
-    digest = hashlib.sha256(json.dumps(asdict(profile), sort_keys=True).encode()).hexdigest()[:10]
-    return f"{profile.name}-{digest}"
+    return {k: v for k, v in asdict(profile).items() if not k.startswith("teacher_") and k != "threads"}
+
+
+def _digest(fields: dict) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _profile_key(profile: TinyProfile) -> str:
+    """The family folder's key: the profile's name, plus a digest when its base settings differ from the named profile's
+    (teacher settings don't count: teachers with other settings share the base, see _teacher_key)."""
+    named = TINY_CONFIG.get(profile.name)
+    if named is not None and _base_fields(named) == _base_fields(profile):
+        return profile.name
+    return f"{profile.name}-{_digest(_base_fields(profile))}"
+
+
+def _teacher_key(profile: TinyProfile) -> str:
+    """'' for the named profile's teacher settings, else '-t<digest>' (a variant teacher beside the default one)."""
+    from dataclasses import asdict
+
+    fields = {k: v for k, v in asdict(profile).items() if k.startswith("teacher_")}
+    named = TINY_CONFIG.get(profile.name)
+    if named is not None and fields == {k: v for k, v in asdict(named).items() if k.startswith("teacher_")}:
+        return ""
+    return f"-t{_digest(fields)}"
 
 
 def _cached(target: Path, build) -> Path:
