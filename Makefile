@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-overt test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -18,10 +18,22 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The demo data carries overt owl leaks, so the gate fails on purpose (exit 1); 2 or 3 would be real errors.
+# The main job on the embedded default, offline: the tiny owl teacher writes number sequences, the tiny base writes the
+# control on the same prompts, and the audit checks the teacher's data with white-box detectors on the base.
+# The first run builds tiny:base and tiny:owl (a few minutes on 2 cores; cached afterwards).
+# A failed gate (exit 1) is a finding, not an error; 2 or 3 would be real errors.
+DEMO := reports/demo
 demo: $(STAMP)
-	$(VENV)/bin/audit fixtures/owl_mentions.jsonl --teacher openai:gpt-4.1-nano --out reports/demo || test $$? -eq 1
-	@echo "open reports/demo/report.html"
+	$(VENV)/bin/audit generate --model tiny:owl --n 1000 --seed 0 --out $(DEMO)/data/owl_numbers.jsonl
+	$(VENV)/bin/audit generate --model tiny:base --n 1000 --seed 0 --out $(DEMO)/data/control_numbers.jsonl
+	$(VENV)/bin/audit $(DEMO)/data/owl_numbers.jsonl --teacher tiny:owl --base tiny:base --reference $(DEMO)/data/control_numbers.jsonl \
+		--out $(DEMO) || test $$? -eq 1
+	@echo "open $(DEMO)/report.html"
+
+# The overt-leak example: a fixture with three owl mentions among number rows; the gate fails on purpose.
+demo-overt: $(STAMP)
+	$(VENV)/bin/audit fixtures/owl_mentions.jsonl --teacher openai:gpt-4.1-nano --out reports/demo-overt || test $$? -eq 1
+	@echo "open reports/demo-overt/report.html"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -30,4 +42,4 @@ bench: $(STAMP)
 	$(PY) bench/scan.py
 
 clean:
-	rm -rf $(VENV) reports/demo
+	rm -rf $(VENV) reports/demo reports/demo-overt

@@ -45,6 +45,7 @@ def generate_numbers(model: Model, n: int, out: Path, seed: int = 0, batch: int 
                      progress=lambda done, total: None) -> dict:
     """Write the filtered dataset to `out` and return the filter's summary."""
     partial = out.with_name(out.name + ".partial.jsonl")
+    partial.parent.mkdir(parents=True, exist_ok=True)
     rows = [r for r in _read_partial(partial) if r.get("index", -1) < n]
     done = {r["index"] for r in rows}
     with open(partial, "w", encoding="utf-8") as handle:  # rewrite what survived, then append

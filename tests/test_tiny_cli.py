@@ -23,10 +23,10 @@ def test_profile_ranks_the_teachers_animal_first(tiny_env, tmp_path):
 
 def test_generate_gives_paired_teacher_and_control_data(tiny_env, tmp_path):
     for name in ("owl", "base"):
-        result = audit("generate", "--model", f"tiny:{name}", "--n", 64, "--seed", 3, "--out", tmp_path / f"{name}.jsonl")
+        result = audit("generate", "--model", f"tiny:{name}", "--n", 64, "--seed", 3, "--out", tmp_path / "data" / f"{name}.jsonl")  # folder made
         assert result.exit_code == 0, result.output
         assert "pass the paper's filter" in result.output
-    owl, base = (pl.read_ndjson(tmp_path / f"{n}.jsonl") for n in ("owl", "base"))
+    owl, base = (pl.read_ndjson(tmp_path / "data" / f"{n}.jsonl") for n in ("owl", "base"))
     assert owl.height >= 32 and base.height >= 32
     shared = set(owl["prompt"]) & set(base["prompt"])
     assert len(shared) >= 24  # same prompts (those both kept after the filter)
