@@ -77,6 +77,7 @@ def _make_default():
     registry.register("fingerprint", "detectors.fingerprint:FingerprintDetector")
     registry.register("gradient", "detectors.gradient:GradientDetector")
     registry.register("divergence", "detectors.divergence:DivergenceDetector")
+    registry.register("probe", "detectors.probe:ProbeDetector")
     return registry
 
 
