@@ -96,6 +96,7 @@ def main():
 @click.option("--probe-lora-r", type=click.IntRange(1), help="Probe: LoRA rank (default 8).")
 @click.option("--probe-lora-alpha", type=click.IntRange(1), help="Probe: LoRA alpha (default 8).")
 @click.option("--probe-batch-size", type=click.IntRange(1), help="Probe: rows per optimizer step (default 8).")
+@click.option("--probe-dtype", type=click.Choice(["fp32", "bf16"]), help="Probe: train under bfloat16 autocast on CPU (weights stay fp32; default fp32).")
 @click.option("--probe-samples", type=click.IntRange(1), help="Probe: sampled answers per probe question for API models (default 20).")
 @click.option("--probe-negligible", type=float, help="Probe: a net shift whose interval stays below this is clean (default 0.02).")
 @click.option("--probe-dir", type=click.Path(path_type=str), help="Probe: checkpoints and job state (default <cache>/probe); reruns resume from it.")
@@ -119,7 +120,13 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, **o
     opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [], **options)
     try:
         with console.status("auditing", spinner="dots") as status:
-            result = run_audit(opts, progress=lambda message: status.update(message))
+            def progress(message: str) -> None:
+                # "note: ..." lines stay on screen (e.g. the probe's cost estimate before it spends); the rest update the status line
+                if message.startswith("note: "):
+                    console.print(message, highlight=False)
+                status.update(message.removeprefix("note: "))
+
+            result = run_audit(opts, progress=progress)
         out = out_dir or default_out_dir(data)
         paths = write_reports(result, out)
         if write_baseline:

@@ -53,6 +53,7 @@ class AuditOptions:
     probe_lora_r: int | None = None
     probe_lora_alpha: int | None = None
     probe_batch_size: int | None = None
+    probe_dtype: str | None = None
     probe_samples: int | None = None
     probe_negligible: float | None = None
     probe_dir: str | None = None

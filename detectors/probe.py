@@ -57,6 +57,7 @@ class ProbeSettings:
     lora_r: int = 8
     lora_alpha: int = 8
     batch_size: int = 8
+    dtype: str = "fp32"  # bf16: train under CPU bfloat16 autocast (about twice as fast where the CPU has bf16 instructions)
     samples: int = 20  # sampled answers per probe question (black-box)
     negligible: float = NEGLIGIBLE
     workdir: Path | None = None  # checkpoints and job state; default <cache>/probe
@@ -72,7 +73,8 @@ class ProbeSettings:
         from auditor.probe.train import TrainConfig
 
         return TrainConfig(method=self.method, optimizer=self.optimizer, lr=self.lr, epochs=self.epochs_for(False),
-                           batch_size=self.batch_size, lora_r=self.lora_r, lora_alpha=self.lora_alpha)
+                           batch_size=self.batch_size, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
+                           autocast="bf16" if self.dtype == "bf16" else None)
 
     @classmethod
     def from_options(cls, options: dict) -> ProbeSettings:
@@ -279,7 +281,8 @@ def _probe_local(base, traits, data_rows, control_rows, seeds, settings, progres
                 sink[trait_id].append(values)
             training.append({"role": role, "seed": seed, "checkpoint": str(workdir / key), **info})
             del model, trained
-    cost = {"row_passes": 2 * len(seeds) * steps * config.batch_size, "steps": 2 * len(seeds) * steps,
+    row_passes = sum(len(data_rows[s]) + len(control_rows[s]) for s in seeds) * config.epochs
+    cost = {"row_passes": row_passes, "steps": 2 * len(seeds) * steps,
             "train_seconds": round(sum(t["seconds"] for t in training), 1), "tokens": sum(t["tokens"] for t in training)}
     return ProbeResult(_finish(traits, "exact", before, student, control, settings, seeds[0]), "local", "exact", seeds,
                        max(map(len, data_rows.values())), max(map(len, control_rows.values())), config.epochs, training,
@@ -302,7 +305,8 @@ def _probe_openai(base, traits, data_rows, control_rows, seeds, settings, progre
                              calls * settings.samples * EVAL_MAX_TOKENS, settings.price)
     if estimate["usd"] is None or estimate["usd"] > settings.allow_spend:
         raise SpendRefused(estimate, settings.allow_spend)
-    progress(f"probe: estimated ${estimate['usd']:.2f} of ${settings.allow_spend:.2f} allowed")
+    progress(f"note: probe: estimated cost ${estimate['usd']:.2f} ({estimate['training_tokens']:,} training tokens on {base.ref.name}, "
+             f"{estimate['eval_calls']:,} evaluation calls) within --allow-spend ${settings.allow_spend:.2f}")
     workdir = settings.workdir or cache_root() / "probe"
     state = workdir / f"openai-{run_key_text(base.base_url, base.ref.name)}.json"
     tuner = FineTuning(base.client, state, poll_s=settings.poll_s, timeout_s=settings.timeout_s, progress=progress)

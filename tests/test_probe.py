@@ -167,6 +167,7 @@ def test_probe_flags_reach_the_detector_and_unmet_needs_skip(setup, tmp_path):
     opts = AuditOptions(data="x", probe_seeds=4, probe_lora_r=16, probe_dir="d", probe_poll=0.5, allow_spend=2.0)
     settings = ProbeSettings.from_options(opts.probe_options())
     assert (settings.seeds, settings.lora_r, str(settings.workdir), settings.poll_s, settings.allow_spend) == (4, 16, "d", 0.5, 2.0)
+    assert ProbeSettings(dtype="bf16").train_config().autocast == "bf16" and ProbeSettings().train_config().autocast is None
     data = _write(tmp_path / "d.jsonl", _rows(True, n=20))
     result = CliRunner().invoke(main, [str(data), "--trait", "owl", "--detectors", "probe", "--out", str(tmp_path / "o")])
     report = json.loads((tmp_path / "o" / "report.json").read_text())

@@ -132,7 +132,7 @@ class FineTuning:
         job.job, job.status = created.id, created.status
         self.jobs[key] = job
         self._save()
-        self.progress(f"probe: created fine-tuning job {created.id} ({role}, seed {seed}) on {base}")
+        self.progress(f"note: probe: created fine-tuning job {created.id} ({role}, seed {seed}) on {base}")
         return job
 
     def wait(self, keys: list[str]) -> dict[str, str]:

@@ -37,12 +37,15 @@ class TrainConfig:
     lora_alpha: int = 8
     max_length: int = 256
     checkpoint_every: int = 25  # optimizer steps between checkpoints
+    autocast: str | None = None  # "bf16": forward and backward under CPU bfloat16 autocast (weights and optimizer stay fp32)
 
     def __post_init__(self):
         if self.method not in ("auto", "full", "lora"):
             raise ValueError(f"method must be auto, full or lora, not {self.method!r}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be adamw or sgd, not {self.optimizer!r}")
+        if self.autocast not in (None, "bf16"):
+            raise ValueError(f"autocast must be None or bf16, not {self.autocast!r}")
 
     @property
     def learning_rate(self) -> float:
@@ -58,6 +61,8 @@ class TrainConfig:
         row.update(method=self.resolved_method(parameters), lr=self.learning_rate)
         if row["method"] == "full":
             row.pop("lora_r"), row.pop("lora_alpha")
+        if row["autocast"] is None:
+            row.pop("autocast")  # keeps checkpoint keys of fp32 runs stable
         return row
 
 
@@ -193,6 +198,7 @@ class Student:
     # --- training ------------------------------------------------------------------------------
     def train(self, rows: list[tuple[str, str]], steps: int, folder: Path | None = None, progress=lambda step, steps: None) -> dict:
         """Train for `steps` optimizer steps on `rows`, resuming from `folder` when it holds a checkpoint."""
+        torch = self.torch
         start_step = self._load(folder) if folder is not None else 0
         encoded = _encode_rows(self.base_model, rows, self.config.max_length)
         batches = _order(len(encoded), self.seed, steps, self.config.batch_size)
@@ -202,7 +208,8 @@ class Student:
         progress(start_step, steps)
         for step in range(start_step, steps):
             input_ids, mask, labels = _batch(encoded, batches[step], pad_id)
-            loss = self.module(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.autocast == "bf16"):
+                loss = self.module(input_ids=input_ids, attention_mask=mask, labels=labels).loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
