@@ -150,3 +150,12 @@ def test_cost_estimate_uses_the_price_list_and_overrides():
     assert nano["training_tokens"] == 2 * 100 * (10 + 10 + 11) * 10 * 3 and nano["usd"] == pytest.approx(nano["training_tokens"] / 1e6 * 1.5)
     assert estimate_cost("my-model", rows, rows, 1, 1, 0, 0, 0)["usd"] is None
     assert estimate_cost("my-model", rows, rows, 1, 1, 0, 0, 0, override=2.0)["usd"] > 0
+
+
+def test_an_endpoint_without_fine_tuning_fails_the_probe_clearly(data, tmp_path, monkeypatch):
+    from openai_server import FakeOpenAI
+
+    with FakeOpenAI() as server:  # chat only, like a vLLM deployment
+        result, report, det = _audit(server, monkeypatch, tmp_path, *data, "--allow-spend", "5", "--probe-seeds", "1")
+        assert det["status"] == "failed" and "FineTuneError" in det["reason"] and "answered 4" in det["reason"]
+        assert result.exit_code == 3

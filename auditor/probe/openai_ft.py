@@ -113,6 +113,22 @@ class FineTuning:
 
     def submit(self, key: str, role: str, seed: int, base: str, rows: list[tuple[str, str]], epochs: int) -> Job:
         """Upload the rows and create the job, unless the state file already holds one for this key."""
+        try:
+            return self._submit(key, role, seed, base, rows, epochs)
+        except Exception as err:
+            raise self._api_error(err, f"creating the {role} job (seed {seed})") from err
+
+    @staticmethod
+    def _api_error(err: Exception, doing: str) -> Exception:
+        import openai
+
+        if isinstance(err, openai.APIStatusError):
+            return FineTuneError(f"the endpoint answered {err.status_code} while {doing}: {err.message}")
+        if isinstance(err, openai.APIConnectionError):
+            return FineTuneError(f"cannot reach the endpoint while {doing}: {err}")
+        return err
+
+    def _submit(self, key: str, role: str, seed: int, base: str, rows: list[tuple[str, str]], epochs: int) -> Job:
         job = self.jobs.get(key)
         if job is not None and job.job is not None:
             return job
@@ -144,7 +160,10 @@ class FineTuning:
             for key in keys:
                 job = self.jobs[key]
                 if job.status not in TERMINAL:
-                    remote = self.client.fine_tuning.jobs.retrieve(job.job)
+                    try:
+                        remote = self.client.fine_tuning.jobs.retrieve(job.job)
+                    except Exception as err:
+                        raise self._api_error(err, f"polling {job.job}") from err
                     job.status, job.model = remote.status, remote.fine_tuned_model
                     job.trained_tokens = getattr(remote, "trained_tokens", None)
                     if remote.error is not None and getattr(remote.error, "message", None):
