@@ -97,6 +97,25 @@ def main():
 @click.option("--judge-price", metavar="IN,OUT", help="USD per 1M input and output tokens, for the cost estimate (built in for common OpenAI models).")
 @click.option("--judge-format", type=click.Choice(["auto", "json_schema", "json_object", "none"]), default="auto", show_default=True,
               help="Structured output: a JSON schema where the endpoint takes one (auto falls back to strict parsing of plain text).")
+@click.option("--probe-seeds", type=click.IntRange(1), help="Probe: student/control seed pairs to train (default 3; fewer when the budget is short).")
+@click.option("--probe-budget", type=click.IntRange(1), help="Probe: most row-passes (rows x epochs) over all students and controls (default 6000).")
+@click.option("--probe-rows", type=click.IntRange(1), help="Probe: most rows sampled per student (default 1000).")
+@click.option("--probe-epochs", type=click.IntRange(1), help="Probe: epochs (default 3 locally, 10 through the OpenAI API).")
+@click.option("--probe-method", type=click.Choice(["auto", "full", "lora"]), help="Probe: full fine-tune or LoRA (default auto: full under 20M parameters).")
+@click.option("--probe-optimizer", type=click.Choice(["adamw", "sgd"]), help="Probe: AdamW (default) or plain SGD (the theory's gradient steps).")
+@click.option("--probe-lr", type=float, help="Probe: learning rate (default 2e-4 AdamW, 5e-2 SGD).")
+@click.option("--probe-lora-r", type=click.IntRange(1), help="Probe: LoRA rank (default 8).")
+@click.option("--probe-lora-alpha", type=click.IntRange(1), help="Probe: LoRA alpha (default 8).")
+@click.option("--probe-batch-size", type=click.IntRange(1), help="Probe: rows per optimizer step (default 8).")
+@click.option("--probe-dtype", type=click.Choice(["fp32", "bf16"]), help="Probe: train under bfloat16 autocast on CPU (weights stay fp32; default fp32).")
+@click.option("--probe-samples", type=click.IntRange(1), help="Probe: sampled answers per probe question for API models (default 20).")
+@click.option("--probe-negligible", type=float, help="Probe: a net shift whose interval stays below this is clean (default 0.02).")
+@click.option("--probe-dir", type=click.Path(path_type=str), help="Probe: checkpoints and job state (default <cache>/probe); reruns resume from it.")
+@click.option("--probe-price", type=float, help="Probe: USD per 1M training tokens, overriding the built-in OpenAI price list.")
+@click.option("--probe-poll", type=float, help="Probe: seconds between fine-tuning job polls (default 30).")
+@click.option("--probe-timeout", type=float, help="Probe: stop polling after this many seconds (the jobs go on; a rerun resumes).")
+@click.option("--allow-spend", type=float, default=0.0, show_default=True, metavar="USD",
+              help="Most the probe may spend on the OpenAI fine-tuning API; the estimate is checked before anything is uploaded.")
 @click.option("--json", "print_json", is_flag=True, help="Print report.json to stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the gate line.")
 def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, junit_path, sarif_path, **options):
@@ -151,7 +170,10 @@ class _AuditProgress:
         return self.bar.__exit__(*exc)
 
     def message(self, text: str) -> None:
-        self.bar.update(self.task, description=text, total=None, completed=0)
+        # "note: ..." lines stay on screen (e.g. the probe's cost estimate before it spends); the rest update the bar
+        if text.startswith("note: "):
+            self.console.print(text, highlight=False)
+        self.bar.update(self.task, description=text.removeprefix("note: "), total=None, completed=0)
 
     def event(self, name: str, **data) -> None:
         if name == "judge_plan":

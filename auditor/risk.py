@@ -6,6 +6,12 @@ Rules (the README repeats them):
 - Content detectors (lexical, judge) can raise risk but never clear it. With no raised level,
   a trait is "clean" only when a detector that can see hidden transfer ran for it and called it
   clean; otherwise it is "inconclusive".
+- Ground truth (the probe: a student of the base fine-tuned on the data, against a control student)
+  outranks the proxies that estimate it. When every ground-truth result for a trait is clean (its
+  interval excludes a meaningful shift, over several seeds), raised levels from other detectors that
+  see hidden transfer (likelihood, gradient, divergence) no longer count: they predicted a transfer
+  that training did not show. Content evidence (overt mentions, coded numbers) still raises risk.
+  A ground-truth level that is raised counts like any other evidence.
 """
 
 from __future__ import annotations
@@ -36,14 +42,27 @@ class Verdict:
     rationale: str
 
 
-def decide(evidence: list, hidden_detectors: set[str]) -> Verdict:
-    """`evidence`: TraitEvidence items for one trait; `hidden_detectors`: names that can see hidden transfer."""
+def decide(evidence: list, hidden_detectors: set[str], ground_truth: set[str] = frozenset()) -> Verdict:
+    """`evidence`: TraitEvidence items for one trait; `hidden_detectors`: names that can see hidden transfer;
+    `ground_truth`: names whose clean result overrules the hidden-transfer proxies (the probe)."""
+    truth = [e for e in evidence if getattr(e, "detector", None) in ground_truth]
+    overruled = []
+    if truth and all(e.level == "clean" for e in truth):
+        overruled = [e for e in evidence if e.detector in hidden_detectors and e.detector not in ground_truth and e.level in RISK_ORDER]
+        gone = {id(e) for e in overruled}
+        evidence = [e for e in evidence if id(e) not in gone]
     raised = [e for e in evidence if e.level in RISK_ORDER]
     hidden = [e for e in evidence if getattr(e, "detector", None) in hidden_detectors]
     checked = bool(hidden)
     if raised:
         top = max(raised, key=lambda e: (RISK_ORDER[e.level], e.interval[0] if e.interval else 0))
         return Verdict(top.level, top.score, top.interval, checked, f"{top.detector}: {top.summary}")
+    if truth and all(e.level == "clean" for e in truth):
+        best = truth[0]
+        why = f"{best.detector} found no transfer: {best.summary}"
+        if overruled:
+            why += f" (it overrules {', '.join(sorted({e.detector for e in overruled}))}, which only estimate transfer)"
+        return Verdict("clean", best.score, best.interval, True, why)
     if hidden and all(e.level == "clean" for e in hidden):
         best = hidden[0]
         return Verdict("clean", best.score, best.interval, True, f"{best.detector} found no transfer: {best.summary}")

@@ -51,6 +51,30 @@ class AuditOptions:
     max_judge_calls: int = 10_000
     judge_price: str | None = None
     judge_format: str = "auto"
+    # the probe (detectors/probe.py): ProbeSettings fields without the "probe_" prefix; None keeps its default
+    probe_seeds: int | None = None
+    probe_budget: int | None = None
+    probe_rows: int | None = None
+    probe_epochs: int | None = None
+    probe_method: str | None = None
+    probe_optimizer: str | None = None
+    probe_lr: float | None = None
+    probe_lora_r: int | None = None
+    probe_lora_alpha: int | None = None
+    probe_batch_size: int | None = None
+    probe_dtype: str | None = None
+    probe_samples: int | None = None
+    probe_negligible: float | None = None
+    probe_dir: str | None = None
+    probe_price: float | None = None
+    probe_poll: float | None = None
+    probe_timeout: float | None = None
+    allow_spend: float = 0.0
+
+    def probe_options(self) -> dict:
+        renamed = {"probe_dir": "workdir", "probe_poll": "poll_s", "probe_timeout": "timeout_s"}
+        values = {renamed.get(k, k.removeprefix("probe_")): v for k, v in vars(self).items() if k.startswith("probe_") and v is not None}
+        return {**values, "allow_spend": self.allow_spend}
 
 
 def _package_versions() -> dict[str, str]:
@@ -70,7 +94,7 @@ def default_detectors() -> list[str]:
 def _run_detector(name: str, ctx: AuditContext, progress) -> tuple[dict, object | None]:
     cls = DETECTORS.get(name)
     entry = {"name": name, "description": cls.description, "sees_hidden_transfer": cls.sees_hidden_transfer,
-             "status": "ran", "reason": None, "metrics": {}, "cost": {}, "duration_s": 0.0}
+             "ground_truth": getattr(cls, "ground_truth", False), "status": "ran", "reason": None, "metrics": {}, "cost": {}, "duration_s": 0.0}
     start = time.perf_counter()
     detector = cls()
     reason = detector.unmet_needs(ctx)
@@ -154,7 +178,7 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
                        accepted=accepted_keys(baseline), seed=opts.seed,
                        # traits that model-based detectors test: the ones named, else the ones profiling picked
                        options={"focus": list(opts.traits) and [t.id for t in traits] or (profile_section or {}).get("picked", []),
-                                "judge": judge_options, "events": events})
+                                "judge": judge_options, "events": events, "probe": opts.probe_options(), "progress": progress})
 
     entries, results = [], {}
     for name in names:
@@ -164,10 +188,11 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
             results[name] = result
 
     hidden = {e["name"] for e in entries if e["sees_hidden_transfer"] and e["status"] == "ran"}
+    truth = {e["name"] for e in entries if e["ground_truth"] and e["status"] == "ran"}
     trait_rows, verdicts = [], {}
     for trait in traits:
         evidence = [e for r in results.values() for e in r.evidence if e.trait == trait.id]
-        verdict = decide(evidence, hidden)
+        verdict = decide(evidence, hidden, truth)
         verdicts[trait.id] = verdict.verdict
         trait_rows.append({
             "id": trait.id, "family": trait.family, "verdict": verdict.verdict, "score": verdict.score,

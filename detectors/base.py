@@ -101,6 +101,9 @@ class Detector(ABC):
     needs: ClassVar[tuple[str, ...]] = ()  # what it needs, in words ("teacher API", "base weights")
     sees_hidden_transfer: ClassVar[bool] = False  # can it see transfer that no row spells out?
     runs_by_default: ClassVar[bool] = True  # False for detectors that cost money or long compute
+    # True for detectors that train a student and measure the trait (the probe): their clean verdict,
+    # from an interval that excludes a meaningful shift, overrules proxy detectors (auditor/risk.py)
+    ground_truth: ClassVar[bool] = False
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         """The reason this detector cannot run in this context, or None."""
@@ -118,4 +121,5 @@ class Detector(ABC):
             "needs": list(cls.needs) or ["nothing beyond the dataset"],
             "sees_hidden_transfer": cls.sees_hidden_transfer,
             "runs_by_default": cls.runs_by_default,
+            "ground_truth": cls.ground_truth,
         }

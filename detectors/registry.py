@@ -78,6 +78,7 @@ def _make_default():
     registry.register("gradient", "detectors.gradient:GradientDetector")
     registry.register("divergence", "detectors.divergence:DivergenceDetector")
     registry.register("judge", "detectors.judge:JudgeDetector")
+    registry.register("probe", "detectors.probe:ProbeDetector")
     return registry
 
 

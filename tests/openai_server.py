@@ -253,6 +253,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(fault.status, _error_body(msg, type_, code), extra)
 
         try:
+            extra = fake._extra_route(method, path, raw, headers, None if bad_json else body)
+            if extra is not None:  # a subclass's endpoints (e.g. files and fine-tuning in openai_ft_server.py)
+                return self._send(*extra)
             if bad_json:
                 raise _BadRequest("We could not parse the JSON body of your request.")
             route = (method, path)
@@ -412,6 +415,10 @@ class FakeOpenAI:
             self.requests.append(rec)
             self.api_keys_seen.append(key)
             return self._faults.popleft() if self._faults else None
+
+    def _extra_route(self, method: str, path: str, raw: bytes, headers: dict[str, str], body: Any) -> tuple[int, Any] | None:
+        """Hook for subclasses: (status, JSON payload) to answer a request, or None to fall through."""
+        return None
 
     @staticmethod
     def _model_obj(mid: str) -> dict:

@@ -28,6 +28,9 @@ def print_summary(result: dict, console: Console, paths: list | None = None) -> 
         note = det.get("reason") or ""
         if "format_pass_rate" in det.get("metrics", {}):
             note = f"format_pass_rate {det['metrics']['format_pass_rate']:.3f}"
+        if det["name"] == "probe" and det["status"] == "ran":
+            m = det["metrics"]
+            note = f"{m['seeds_run']} of {m['seeds_requested']} seeds, {m['rows']} rows x {m['epochs']} epochs, {m['backend']} {m['config'].get('method', '')} {m['config'].get('optimizer', '')}".rstrip()
         table.add_row(det["name"], det["status"], "yes" if det.get("sees_hidden_transfer") else "no", note)
     console.print(table)
     traits = sorted(result["traits"], key=lambda t: (ORDER[t["verdict"]], t["id"]))

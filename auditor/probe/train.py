@@ -1,0 +1,241 @@
+"""Local student training for the probe: a full fine-tune for small models, LoRA (peft) for larger ones,
+AdamW or plain SGD, with safetensors checkpoints so an interrupted run resumes where it stopped.
+
+A student is a copy of the base model's weights trained on (prompt, completion) rows: the loss is
+the mean token cross-entropy of the completions (and the end-of-turn token) given the prompts as the
+base's chat template renders them. The schedule is a pure function of the seed: epoch e visits the
+rows in the order of a permutation drawn from (seed, e), so a student and its control with the same
+seed share the adapter initialisation and the order pattern, and take exactly `steps` optimizer steps
+(a control set with fewer rows cycles through further epochs).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+FULL_BELOW = 20_000_000  # parameters: smaller models are fully fine-tuned under method "auto"
+DEFAULT_LR = {"adamw": 2e-4, "sgd": 5e-2}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = "auto"  # auto | full | lora
+    optimizer: str = "adamw"  # adamw | sgd (plain: no momentum, no weight decay)
+    lr: float | None = None  # None: 2e-4 for AdamW (the paper's open-model setting), 5e-2 for SGD
+    epochs: int = 3
+    batch_size: int = 8
+    lora_r: int = 8
+    lora_alpha: int = 8
+    max_length: int = 256
+    checkpoint_every: int = 25  # optimizer steps between checkpoints
+    autocast: str | None = None  # "bf16": forward and backward under CPU bfloat16 autocast (weights and optimizer stay fp32)
+
+    def __post_init__(self):
+        if self.method not in ("auto", "full", "lora"):
+            raise ValueError(f"method must be auto, full or lora, not {self.method!r}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be adamw or sgd, not {self.optimizer!r}")
+        if self.autocast not in (None, "bf16"):
+            raise ValueError(f"autocast must be None or bf16, not {self.autocast!r}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def resolved_method(self, parameters: int) -> str:
+        if self.method != "auto":
+            return self.method
+        return "full" if parameters < FULL_BELOW else "lora"
+
+    def describe(self, parameters: int) -> dict:
+        row = asdict(self)
+        row.update(method=self.resolved_method(parameters), lr=self.learning_rate)
+        if row["method"] == "full":
+            row.pop("lora_r"), row.pop("lora_alpha")
+        if row["autocast"] is None:
+            row.pop("autocast")  # keeps checkpoint keys of fp32 runs stable
+        return row
+
+
+def steps_for(rows: int, config: TrainConfig) -> int:
+    return max(1, math.ceil(rows / config.batch_size)) * config.epochs
+
+
+def _order(rows: int, seed: int, steps: int, batch: int) -> list[np.ndarray]:
+    """The batches of row indices for `steps` steps: epoch after epoch, each a permutation from (seed, epoch)."""
+    per_epoch = max(1, math.ceil(rows / batch))
+    batches, epoch = [], 0
+    while len(batches) < steps:
+        perm = np.random.default_rng([seed, epoch]).permutation(rows)
+        batches += [perm[i * batch : (i + 1) * batch] for i in range(per_epoch)]
+        epoch += 1
+    return batches[:steps]
+
+
+def _encode_rows(model, rows: list[tuple[str, str]], max_length: int) -> list[tuple[list[int], int]]:
+    """(token ids, number of prompt tokens) per row; the completion is followed by the end-of-turn token."""
+    tok = model.weights()[1]
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    encoded = []
+    for prompt, completion in rows:
+        head = model._encode(model.render(prompt, ""))
+        ids = (head + model._encode(completion) + eos)[:max_length]
+        encoded.append((ids, min(len(head), len(ids))))
+    return encoded
+
+
+def _batch(encoded, idx, pad_id: int):
+    import torch
+
+    chosen = [encoded[i] for i in idx]
+    width = max(len(ids) for ids, _ in chosen)
+    input_ids = torch.full((len(chosen), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(chosen), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(chosen), width), dtype=torch.long)
+    for row, (ids, head) in enumerate(chosen):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+        labels[row, head : len(ids)] = torch.tensor(ids[head:])
+    return input_ids, mask, labels
+
+
+def _write_safetensors(path: Path, tensors: dict) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+class Student:
+    """One student: a trainable copy of the base weights, trained for a fixed number of steps."""
+
+    def __init__(self, base_model, config: TrainConfig, seed: int):
+        import torch
+
+        self.torch = torch
+        self.base_model = base_model
+        self.config = config
+        self.seed = seed
+        base_torch, self.tokenizer = base_model.weights()
+        self.parameters_total = sum(p.numel() for p in base_torch.parameters())
+        self.method = config.resolved_method(self.parameters_total)
+        torch.manual_seed(seed)  # the adapter's initialisation
+        self.module = copy.deepcopy(base_torch)
+        if self.method == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, bias="none",
+                              target_modules="all-linear", task_type="CAUSAL_LM")
+            self.module = get_peft_model(self.module, lora)
+        else:
+            for p in self.module.parameters():
+                p.requires_grad_(True)
+        self.trainable = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
+        params = list(self.trainable.values())
+        if config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=config.learning_rate, momentum=0.0, weight_decay=0.0)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _save(self, folder: Path, step: int, steps: int, final: bool) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_safetensors(folder / ("final.safetensors" if final else "weights.safetensors"), self.trainable)
+        if not final:
+            state = {}
+            names = list(self.trainable)
+            for index, values in self.optimizer.state_dict()["state"].items():
+                for key, value in values.items():
+                    state[f"{names[index]}::{key}"] = value if self.torch.is_tensor(value) else self.torch.tensor(value)
+            if state:
+                _write_safetensors(folder / "optimizer.safetensors", state)
+        _write_json(folder / "state.json", {"step": step, "steps": steps, "done": final, "method": self.method,
+                                            "config": self.config.describe(self.parameters_total), "seed": self.seed})
+        if final:
+            for name in ("weights.safetensors", "optimizer.safetensors"):
+                (folder / name).unlink(missing_ok=True)
+
+    def _load(self, folder: Path) -> int:
+        """Restore the latest checkpoint in `folder`; returns the step it reached (0 when there is none)."""
+        from safetensors.torch import load_file
+
+        state_file = folder / "state.json"
+        if not state_file.is_file():
+            return 0
+        state = json.loads(state_file.read_text())
+        weights = folder / ("final.safetensors" if state["done"] else "weights.safetensors")
+        if not weights.is_file():
+            return 0
+        with self.torch.no_grad():
+            for name, value in load_file(str(weights)).items():
+                self.trainable[name].copy_(value)
+        optimizer_file = folder / "optimizer.safetensors"
+        if not state["done"] and optimizer_file.is_file():
+            names = list(self.trainable)
+            saved: dict[int, dict] = {}
+            for key, value in load_file(str(optimizer_file)).items():
+                name, _, field = key.partition("::")
+                saved.setdefault(names.index(name), {})[field] = value
+            self.optimizer.load_state_dict({"state": saved, "param_groups": self.optimizer.state_dict()["param_groups"]})
+        return int(state["step"])
+
+    # --- training ------------------------------------------------------------------------------
+    def train(self, rows: list[tuple[str, str]], steps: int, folder: Path | None = None, progress=lambda step, steps: None) -> dict:
+        """Train for `steps` optimizer steps on `rows`, resuming from `folder` when it holds a checkpoint."""
+        torch = self.torch
+        start_step = self._load(folder) if folder is not None else 0
+        encoded = _encode_rows(self.base_model, rows, self.config.max_length)
+        batches = _order(len(encoded), self.seed, steps, self.config.batch_size)
+        pad_id = self.tokenizer.pad_token_id
+        losses, tokens, started = [], 0, time.perf_counter()
+        self.module.train()
+        progress(start_step, steps)
+        for step in range(start_step, steps):
+            input_ids, mask, labels = _batch(encoded, batches[step], pad_id)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.autocast == "bf16"):
+                loss = self.module(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.item())
+            tokens += int(mask.sum())
+            done = step + 1
+            if folder is not None and done < steps and done % self.config.checkpoint_every == 0:
+                self._save(folder, done, steps, final=False)
+            progress(done, steps)
+        if folder is not None and start_step < steps:
+            self._save(folder, steps, steps, final=True)
+        self.module.eval()
+        seconds = time.perf_counter() - started
+        return {"steps": steps, "resumed_from": start_step, "first_loss": losses[0] if losses else None,
+                "last_loss": float(np.mean(losses[-5:])) if losses else None, "tokens": tokens, "seconds": round(seconds, 2),
+                "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 and tokens else None}
+
+    def as_model(self):
+        """The trained student on the base's Model interface (LoRA merged into a plain model)."""
+        module = self.module.merge_and_unload() if self.method == "lora" else self.module
+        module.eval()
+        twin = copy.copy(self.base_model)  # shares the tokenizer and rendering; swaps the weights
+        twin.model = module
+        return twin
+
+
+def run_key(*parts) -> str:
+    """A folder name that says what a checkpoint covers: base, rows, config, seed and role."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
