@@ -14,9 +14,10 @@ Every set is audited through `run_audit` (the CLI's code path) with `--teacher t
 tiny:base --reference REF` and the benchmark's animals as traits, and every detector asked for.
 Printed per detector: AUROC of the dataset-level score for the animal (trait sets vs negatives),
 the same against other animals' teachers (trait-specificity), the false-positive rate at the
-default threshold (level low or above on a negative), the true-positive rate, and wall time per
-audit relative to one fine-tune probe of the same rows (a data student and a control student,
-full fine-tune, 3 epochs, as the probe detector trains them).
+default threshold (level low or above on a negative), the true-positive rate, wall time per audit
+relative to one fine-tune probe of the same rows (a data student and a control student, full
+fine-tune, 3 epochs), and how often its verdict (raised or not) agrees with the probe detector's
+(the ground truth: students fine-tuned on the set, net of control students).
 
     .venv/bin/python bench/detection.py                       # 3 animals x 3 replicates, default family
     .venv/bin/python bench/detection.py --profile test --animals owl,dolphin --reps 2 --rows 200   # smoke run
@@ -74,6 +75,18 @@ def probe_seconds(base_path: Path, data: Path, reference: Path, epochs: float = 
     return time.perf_counter() - start
 
 
+def agreement(table: pl.DataFrame, detector: str, kind: str) -> float:
+    """Share of audits (this trait set's and the negatives', each for its own trait) where the detector's verdict
+    (level low or above, or not) matches the probe's."""
+    key = ["rep", "kind", "source", "teacher_claimed", "trait"]
+    own = (pl.col("trait") == pl.col("source")) | (pl.col("source").is_null() & (pl.col("trait") == pl.col("teacher_claimed")))
+    rows = table.filter(pl.col("kind").is_in([kind, "control", "cross-init"]) & own)
+    pick = rows.filter(pl.col("detector") == detector).select(*key, raised=pl.col("level").is_in(RAISED).fill_null(False))
+    truth = rows.filter(pl.col("detector") == "probe").select(*key, truth=pl.col("level").is_in(RAISED).fill_null(False))
+    both = pick.join(truth, on=key, nulls_equal=True)
+    return float((both["raised"] == both["truth"]).mean()) if both.height else float("nan")
+
+
 def auroc(pos: list[float], neg: list[float]) -> float:
     if not pos or not neg:
         return float("nan")
@@ -86,7 +99,9 @@ def main(argv=None) -> int:
     ap.add_argument("--animals", default="owl,dolphin,eagle")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rows", type=int, default=400, help="prompts per set (before the filter)")
-    ap.add_argument("--detectors", default="likelihood,gradient,divergence,fingerprint")
+    ap.add_argument("--detectors", default="likelihood,gradient,divergence,fingerprint,probe")
+    ap.add_argument("--probe-seeds", type=int, default=2, help="probe: student/control seed pairs per audit")
+    ap.add_argument("--probe-rows", type=int, default=300, help="probe: rows per student")
     ap.add_argument("--other-seed", type=int, default=1, help="initial seed of the cross-init base")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write every audit's scores here")
@@ -138,7 +153,9 @@ def main(argv=None) -> int:
                 for detector in detectors:
                     start = time.perf_counter()
                     result = run_audit(AuditOptions(data=str(path), teacher=f"tiny:{animal}", base="tiny:base", traits=trait_ids,
-                                                    reference=str(reference), detectors=[detector], seed=rep))
+                                                    reference=str(reference), detectors=[detector], seed=rep,
+                                                    probe_seeds=args.probe_seeds, probe_rows=args.probe_rows,
+                                                    probe_dir=str(work / "probe")))
                     audit_seconds[detector].append(time.perf_counter() - start)
                     entry = next(e for e in result["detectors"] if e["name"] == detector)
                     for trait in result["traits"]:
@@ -157,7 +174,7 @@ def main(argv=None) -> int:
     print(f"Detection on the tiny family (profile {args.profile!r}; animals {', '.join(animals)}; {args.reps} replicates; "
           f"{args.rows} prompts per set before the filter)")
     header = (f"{'detector':12s} {'trait set':14s} {'AUROC vs neg':>12s} {'AUROC vs other':>14s} {'TPR':>6s} {'FPR':>6s} "
-              f"{'s/audit':>8s} {'vs probe':>9s}")
+              f"{'s/audit':>8s} {'vs probe':>9s} {'agrees':>9s}")
     print(header)
     print("-" * len(header))
     summary = []
@@ -184,9 +201,10 @@ def main(argv=None) -> int:
             a_other = auroc(pos_scores, other["score"].drop_nulls().to_list())
             tpr = float(own["level"].is_in(RAISED).fill_null(False).mean()) if own.height else float("nan")
             fpr = float(neg["level"].is_in(RAISED).fill_null(False).mean()) if neg.height else float("nan")
-            print(f"{detector:12s} {kind:14s} {a_neg:12.3f} {a_other:14.3f} {tpr:6.2f} {fpr:6.2f} {secs:8.1f} {secs / probe:8.1%}")
+            agree = agreement(table, detector, kind) if detector != "probe" and "probe" in detectors else float("nan")
+            print(f"{detector:12s} {kind:14s} {a_neg:12.3f} {a_other:14.3f} {tpr:6.2f} {fpr:6.2f} {secs:8.1f} {secs / probe:8.1%} {agree:9.2f}")
             summary.append({"detector": detector, "trait_set": kind, "auroc_vs_negatives": a_neg, "auroc_vs_other_traits": a_other,
-                            "tpr": tpr, "fpr": fpr, "seconds_per_audit": secs, "relative_to_probe": secs / probe,
+                            "tpr": tpr, "fpr": fpr, "seconds_per_audit": secs, "relative_to_probe": secs / probe, "agreement_with_probe": agree,
                             "skipped": int((d["status"] != "ran").sum())})
     wall = time.perf_counter() - t_start
     print(f"\none fine-tune probe (2 students x 3 epochs): {probe:.1f}s; wall time {wall:.0f}s ({wall / 60:.1f} min) on {torch.get_num_threads()} threads")
