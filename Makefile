@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/audit generate --model tiny:owl --n 1000 --seed 0 --out $(DEMO)/data/owl_numbers.jsonl
 	$(VENV)/bin/audit generate --model tiny:base --n 1000 --seed 0 --out $(DEMO)/data/control_numbers.jsonl
 	$(VENV)/bin/audit $(DEMO)/data/owl_numbers.jsonl --teacher tiny:owl --base tiny:base --reference $(DEMO)/data/control_numbers.jsonl \
-		--out $(DEMO) || test $$? -eq 1
+		--detectors lexical,likelihood,gradient,divergence,fingerprint,probe --probe-seeds 3 --probe-rows 300 --out $(DEMO) || test $$? -eq 1
 	@echo "open $(DEMO)/report.html"
 
 # The overt-leak example: a fixture with three owl mentions among number rows; the gate fails on purpose.

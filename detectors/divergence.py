@@ -5,8 +5,10 @@ would ride (divergence tokens: masking them removes most of the transfer). The d
 mean per-token divergence of the rows against the same on reference data (the base's own outputs,
 or --reference): a bootstrap interval of the standardised difference. Data the teacher wrote is
 always likelier under the teacher, so a raised score says "these rows carry the teacher's
-departures from its base", not which trait: the level is capped at low, and the per-row and
-per-token rankings are the evidence a reviewer reads.
+departures from its base", not which trait. On the tiny family's detection benchmark
+(bench/detection.py) it raised sets that a base of another initialisation wrote as readily as the
+trait teachers' (false positives 0.62 at a level of low), so it sets no trait level: its score and
+interval are reported per trait, and the per-row and per-token rankings are the evidence a reviewer reads.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class DivergenceDetector(Detector):
         effect = float((per_row.mean() - ref_rows.mean()) / spread)
         summary = (f"rows diverge {per_row.mean():+.3f} nats/token from the base under the teacher vs {ref_rows.mean():+.3f} on {source} "
                    f"(standardised {effect:+.2f}, 95% [{low:+.2f}, {high:+.2f}])")
-        level = "low" if low > 0 else None  # not trait-specific: see the module docstring
+        level = None  # not trait-specific, and distribution shift alone raises it: see the module docstring
         focus = ctx.options.get("focus") or []
         result = DetectorResult(metrics={"rows_scored": len(prompts), "reference": source, "mean_divergence": float(per_row.mean()),
                                          "reference_mean_divergence": float(ref_rows.mean()), "effect": effect, "interval": [low, high],

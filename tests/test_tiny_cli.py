@@ -40,8 +40,8 @@ def test_unknown_tiny_name_exits_2(tiny_env, tmp_path):
 
 
 def test_main_job_gives_a_white_box_verdict(tiny_env, tmp_path):
-    """`audit DATA --teacher tiny:owl --base tiny:base --reference CONTROL`: profiling picks owl, the white-box
-    detectors run on it, and the verdict rests on them (never "inconclusive")."""
+    """`audit DATA --teacher tiny:owl --base tiny:base --reference CONTROL`: profiling picks owl, and the white-box
+    detectors run on it, each with a score inside its interval; the verdict rests on them, not on content checks."""
     for name in ("owl", "base"):
         assert audit("generate", "--model", f"tiny:{name}", "--n", 96, "--out", tmp_path / f"{name}.jsonl").exit_code == 0
     out = tmp_path / "report"
@@ -54,7 +54,7 @@ def test_main_job_gives_a_white_box_verdict(tiny_env, tmp_path):
     assert status == {"lexical": "ran", "likelihood": "ran", "gradient": "ran", "divergence": "ran"}, data["detectors"]
     owl = next(t for t in data["traits"] if t["id"] == "animal:owl")
     assert owl["hidden_transfer_checked"] is True
-    assert owl["verdict"] != "inconclusive"
+    assert "only content detectors ran" not in owl["rationale"]
     assert {e["detector"] for e in owl["evidence"]} >= {"likelihood", "gradient", "divergence"}
     for evidence in owl["evidence"]:
         if evidence["detector"] != "lexical":
