@@ -54,7 +54,10 @@ RAISED = ("low", "medium", "high")
 
 
 def write_set(model, prompts: list[str], seed: int, path: Path, system: str | None = None) -> int:
-    """Sample one completion per prompt at temperature 1, keep the rows the paper's filter passes."""
+    """Sample one completion per prompt at temperature 1, keep the rows the paper's filter passes.
+
+    (auditor.generate.generate_numbers ties the sampling seed to the prompts' seed; the benchmark needs
+    the same prompts under several sampling seeds: data, control and reference.)"""
     answers = model.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=48, seed=seed), system=system)
     frame = with_reject_reason(pl.DataFrame({"prompt": prompts, "completion": [a[0] for a in answers]}))
     kept = frame.filter(pl.col("reject").is_null()).select("prompt", "completion")

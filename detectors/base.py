@@ -31,6 +31,10 @@ def empty_flags() -> pl.DataFrame:
     return pl.DataFrame(schema=FLAG_SCHEMA)
 
 
+# the unmet need of every detector that tests named traits (model-based ones focus on --trait or profiling's picks)
+NO_TRAIT_TO_TEST = "no trait to test: name one with --trait, or give --teacher and --base so profiling picks them"
+
+
 class Skip(Exception):
     """Raised by a detector whose needs are not met; the audit goes on and the report says why."""
 

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
+from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
 from detectors.likelihood import _levels
 
 ROWS = 256  # rows per side (a seeded sample)
@@ -47,7 +47,7 @@ class GradientDetector(Detector):
         if not ctx.base.white_box:
             return f"{ctx.base.ref} exposes no weights: gradients need a local base model"
         if not ctx.options.get("focus"):
-            return "no trait to test: name one with --trait, or give --teacher and --base so profiling picks them"
+            return NO_TRAIT_TO_TEST
         return None
 
     def run(self, ctx: AuditContext) -> DetectorResult:
@@ -118,12 +118,10 @@ class GradientDetector(Detector):
         self._zero()
         return grads
 
-    def _logprob_sum(self, prompts: list[str], completions: list[str], system: str = ""):
-        """Sum over rows of mean token log p(completion | prompt), with gradients."""
+    def _continuation_logprobs(self, pairs: list[tuple[list[int], list[int]]]) -> list:
+        """One padded forward pass over (prefix ids, continuation ids) pairs: each continuation's token log-probabilities."""
         torch = self.torch
         model, tok = self.model.weights()
-        pairs = [(self.model._encode(self.model.render(p, system)), self.model._encode(c)) for p, c in zip(prompts, completions, strict=True)]
-        pairs = [(p, c) for p, c in pairs if c]
         width = max(len(p) + len(c) for p, c in pairs)
         ids = torch.full((len(pairs), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -131,11 +129,12 @@ class GradientDetector(Detector):
             ids[i, : len(p) + len(c)] = torch.tensor(p + c)
             mask[i, : len(p) + len(c)] = 1
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        total = 0
-        for i, (p, c) in enumerate(pairs):
-            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)
-            total = total + logp[i, positions, torch.tensor(c)].mean()
-        return total
+        return [logp[i, torch.arange(len(p) - 1, len(p) + len(c) - 1), torch.tensor(c)] for i, (p, c) in enumerate(pairs)]
+
+    def _logprob_sum(self, prompts: list[str], completions: list[str], system: str = ""):
+        """Sum over rows of mean token log p(completion | prompt), with gradients."""
+        pairs = [(self.model._encode(self.model.render(p, system)), self.model._encode(c)) for p, c in zip(prompts, completions, strict=True)]
+        return sum(lp.mean() for lp in self._continuation_logprobs([(p, c) for p, c in pairs if c]))
 
     def _trait_grad(self, trait):
         """Gradient of L_T = mean over probe questions of -log P(trait | question), P normalised over the options;
@@ -170,21 +169,12 @@ class GradientDetector(Detector):
 
     def _option_scores(self, questions: list[str], option_lists: list[list[str]]) -> list:
         """Summed log-probability of each option after its chat-rendered question: one tensor per question."""
-        torch = self.torch
-        model, tok = self.model.weights()
-        seqs = []
+        pairs = []
         for question, options in zip(questions, option_lists, strict=True):
             prefix = self.model._encode(self.model.render(question, ""))
-            seqs += [(prefix, self.model._encode(o)) for o in options]
-        width = max(len(p) + len(e) for p, e in seqs)
-        ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, (p, e) in enumerate(seqs):
-            ids[i, : len(p) + len(e)] = torch.tensor(p + e)
-            mask[i, : len(p) + len(e)] = 1
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        scores = torch.stack([logp[i, torch.arange(len(p) - 1, len(p) + len(e) - 1), torch.tensor(e)].sum() for i, (p, e) in enumerate(seqs)])
-        return list(torch.split(scores, [len(o) for o in option_lists]))
+            pairs += [(prefix, self.model._encode(o)) for o in options]
+        scores = self.torch.stack([lp.sum() for lp in self._continuation_logprobs(pairs)])
+        return list(self.torch.split(scores, [len(o) for o in option_lists]))
 
     def _specific(self, g_data, target, contrast) -> float:
         cos = self.torch.nn.functional.cosine_similarity

@@ -15,7 +15,7 @@ import polars as pl
 from scipy import stats
 
 from auditor.stats import histogram_chart
-from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, load_or_skip
+from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, load_or_skip
 
 ROWS = 200  # rows scored per trait (a seeded sample); each costs two base-model passes
 RESAMPLES = 2000
@@ -46,7 +46,7 @@ class LikelihoodDetector(Detector):
         if ctx.base is None:
             return "no --base model to score rows with"
         if not ctx.options.get("focus"):
-            return "no trait to test: name one with --trait, or give --teacher and --base so profiling picks them"
+            return NO_TRAIT_TO_TEST
         return None
 
     def _base(self, ctx: AuditContext):

@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 from auditor.probe.stats import NetShift, net_shift
-from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
+from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
 
 LOW, MEDIUM, HIGH = 0.01, 0.05, 0.15  # lower bounds of the net shift (probability units)
 NEGLIGIBLE = 0.02  # an upper bound below this, with >= 2 seeds, is clean
@@ -366,7 +366,7 @@ class ProbeDetector(Detector):
         if self._base_ref(ctx) is None:
             return "no --base model to fine-tune a student from (or a --teacher with --teacher-system, whose model is then the base)"
         if not ctx.options.get("focus"):
-            return "no trait to test: name one with --trait, or give --teacher and --base so profiling picks them"
+            return NO_TRAIT_TO_TEST
         return None
 
     def run(self, ctx: AuditContext) -> DetectorResult:

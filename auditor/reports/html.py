@@ -457,6 +457,12 @@ def judge_view(detectors: Sequence[Mapping[str, Any]]) -> dict | None:
     }
 
 
+def _evidence_view(e: Mapping[str, Any]) -> dict:
+    """The fields every evidence row shows, in the verdict banner and in the detector sections alike."""
+    return {"level": _s(e.get("level")), "lcls": _level_cls(e.get("level")), "score": fmt_num(e.get("score")),
+            "interval": fmt_interval(e.get("interval")), "summary": _s(e.get("summary"))}
+
+
 def _view(result: Mapping[str, Any]) -> dict:
     detectors = [d for d in result.get("detectors") or () if isinstance(d, Mapping)]
     tool = result.get("tool") or {}
@@ -502,15 +508,7 @@ def _view(result: Mapping[str, Any]) -> dict:
             "hidden_not": hidden_not,
             "content_by": ", ".join(content_by),
             "open": t.get("verdict") in ("high", "medium"),
-            "evidence": [{
-                "detector": _s(e.get("detector"), "?"),
-                "kind": _s(e.get("kind")),
-                "level": _s(e.get("level")),
-                "lcls": _level_cls(e.get("level")),
-                "score": fmt_num(e.get("score")),
-                "interval": fmt_interval(e.get("interval")),
-                "summary": _s(e.get("summary")),
-            } for e in evidence],
+            "evidence": [{"detector": _s(e.get("detector"), "?"), "kind": _s(e.get("kind")), **_evidence_view(e)} for e in evidence],
         })
 
     coverage = {
@@ -562,14 +560,7 @@ def _view(result: Mapping[str, Any]) -> dict:
             "metrics_more": max(0, len(metrics) - MAX_METRIC_ROWS),
             "charts": charts,
             "forests": forests,
-            "evidence": [{
-                "trait": _s(t.get("id"), "?"),
-                "level": _s(e.get("level")),
-                "lcls": _level_cls(e.get("level")),
-                "score": fmt_num(e.get("score")),
-                "interval": fmt_interval(e.get("interval")),
-                "summary": _s(e.get("summary")),
-            } for t, e in shown_ev],
+            "evidence": [{"trait": _s(t.get("id"), "?"), **_evidence_view(e)} for t, e in shown_ev],
             "evidence_total": len(ev),
             "cost": fmt_value(d.get("cost")) if d.get("cost") else "",
             "duration": fmt_duration(d.get("duration_s")) if d.get("duration_s") is not None else "",

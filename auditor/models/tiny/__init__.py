@@ -107,10 +107,11 @@ def other_init_base(seed: int, profile: str | TinyProfile = "default", data_seed
     return tiny_model_path("base", seed=seed, profile=profile, data_seed=data_seed, log=log)
 
 
-def _base_fields(profile: TinyProfile) -> dict:
+def _fields(profile: TinyProfile, teacher: bool) -> dict:
+    """The settings a base build depends on (teacher=False), or those a teacher build adds (teacher=True)."""
     from dataclasses import asdict
 
-    return {k: v for k, v in asdict(profile).items() if not k.startswith("teacher_") and k != "threads"}
+    return {k: v for k, v in asdict(profile).items() if k.startswith("teacher_") == teacher and k != "threads"}
 
 
 def _digest(fields: dict) -> str:
@@ -124,20 +125,17 @@ def _profile_key(profile: TinyProfile) -> str:
     """The family folder's key: the profile's name, plus a digest when its base settings differ from the named profile's
     (teacher settings don't count: teachers with other settings share the base, see _teacher_key)."""
     named = TINY_CONFIG.get(profile.name)
-    if named is not None and _base_fields(named) == _base_fields(profile):
+    if named is not None and _fields(named, teacher=False) == _fields(profile, teacher=False):
         return profile.name
-    return f"{profile.name}-{_digest(_base_fields(profile))}"
+    return f"{profile.name}-{_digest(_fields(profile, teacher=False))}"
 
 
 def _teacher_key(profile: TinyProfile) -> str:
     """'' for the named profile's teacher settings, else '-t<digest>' (a variant teacher beside the default one)."""
-    from dataclasses import asdict
-
-    fields = {k: v for k, v in asdict(profile).items() if k.startswith("teacher_")}
     named = TINY_CONFIG.get(profile.name)
-    if named is not None and fields == {k: v for k, v in asdict(named).items() if k.startswith("teacher_")}:
+    if named is not None and _fields(named, teacher=True) == _fields(profile, teacher=True):
         return ""
-    return f"-t{_digest(fields)}"
+    return f"-t{_digest(_fields(profile, teacher=True))}"
 
 
 def _cached(target: Path, build) -> Path:
