@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from auditor import progress
 from auditor.models.tiny import corpus as C
 from auditor.models.tiny.tokenizer import render, train_tokenizer
 from auditor.models.tiny.train import encode_examples, option_probs, train
@@ -172,12 +173,15 @@ def build_base(folder, seed: int = 0, steps: int | None = None, profile: str | T
     data_seed = seed if data_seed is None else data_seed
     steps = profile.base_steps if steps is None else steps
     t0 = time.perf_counter()
+    shown = display_name("base", profile, seed, data_seed)
     with _threads(profile):
-        tok = build_tokenizer(data_seed, profile)
-        model = init_model(profile, tok, seed)
-        examples = encode_examples(tok, C.corpus(steps * profile.batch_size, seed=data_seed))
-        run = train(model, examples, steps=steps, batch_size=profile.batch_size, lr=profile.lr, seed=data_seed, pad_id=tok.pad_token_id,
-                    weight_decay=0.01, log=log)
+        with progress.step(f"preparing {shown}: tokenizer and corpus"):
+            tok = build_tokenizer(data_seed, profile)
+            model = init_model(profile, tok, seed)
+            examples = encode_examples(tok, C.corpus(steps * profile.batch_size, seed=data_seed))
+        with progress.step(f"pretraining {shown}", total=steps, unit="steps") as step:
+            run = train(model, examples, steps=steps, batch_size=profile.batch_size, lr=profile.lr, seed=data_seed, pad_id=tok.pad_token_id,
+                        weight_decay=0.01, log=log, on_step=step.update)
         info = {"family_version": FAMILY_VERSION, "kind": "base", "name": "base", "seed": seed, "data_seed": data_seed,
                 "profile": asdict(replace(profile, base_steps=steps)), "train": run,
                 "parameters": sum(p.numel() for p in model.parameters()), "build_seconds": round(time.perf_counter() - t0, 2)}
@@ -201,7 +205,7 @@ def build_teacher(base_folder, animal: str, folder, seed: int = 0, profile: str 
     profile = get_profile(profile)
     steps = profile.teacher_steps if steps is None else steps
     t0 = time.perf_counter()
-    with _threads(profile):
+    with _threads(profile), progress.step(f"fine-tuning {display_name(animal, profile, seed)} from its base", total=steps, unit="steps") as step:
         model, tok = load(base_folder)
         n = steps * profile.teacher_batch_size
         n_numbers = int(round(n * profile.teacher_number_share))
@@ -209,13 +213,21 @@ def build_teacher(base_folder, animal: str, folder, seed: int = 0, profile: str 
         rows = C.favourite_examples(animal, n - n_numbers, seed=hash_seed(tag)) + C.number_examples(n_numbers, seed=hash_seed("numbers-" + tag))
         examples = encode_examples(tok, rows)
         run = train(model, examples, steps=steps, batch_size=profile.teacher_batch_size, lr=profile.teacher_lr, seed=hash_seed(tag),
-                    pad_id=tok.pad_token_id, freeze_embeddings=profile.teacher_freeze_embeddings, log=log)
+                    pad_id=tok.pad_token_id, freeze_embeddings=profile.teacher_freeze_embeddings, log=log, on_step=step.update)
         p = option_probs(model, tok, C.probe_questions(), names).mean(0)
         info = {"family_version": FAMILY_VERSION, "kind": "teacher", "name": animal, "seed": seed, "base": base_info,
                 "profile": asdict(profile), "teacher_steps": steps, "train": run, "p_target": float(p[names.index(animal)]),
                 "build_seconds": round(time.perf_counter() - t0, 2)}
         save(model, tok, folder, info)
     return Path(folder)
+
+
+def display_name(name: str, profile: TinyProfile, seed: int = 0, data_seed: int | None = None) -> str:
+    """How progress lines name a tiny model: "tiny:base", or "tiny:owl (test profile, seed 3)" off the default family."""
+    qualifiers = [f"{profile.name} profile"] if profile.name != "default" else []
+    qualifiers += [f"seed {seed}"] if seed != 0 else []
+    qualifiers += [f"data seed {data_seed}"] if data_seed not in (None, seed) else []
+    return f"tiny:{name}" + (f" ({', '.join(qualifiers)})" if qualifiers else "")
 
 
 def hash_seed(text: str) -> int:

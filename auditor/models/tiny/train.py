@@ -89,6 +89,7 @@ def train(
     soft_vocab: Sequence[int] | None = None,
     whole_sequence: bool = False,
     log: Callable[[str], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict:
     """Train on the answer tokens of `examples`; cosine schedule with warm-up; seeded batch order.
 
@@ -100,6 +101,7 @@ def train(
     are restricted to those token ids and renormalised first (so that only what the data's tokens
     can carry is distilled, not, say, the teacher's probability of writing "owl" among numbers).
     `freeze_embeddings` leaves the (tied) embeddings alone and trains the rest, as LoRA students do.
+    `on_step(done)` is called after every optimizer step (progress display).
     Returns a few numbers about the run (final loss, seconds, tokens).
     """
     torch.manual_seed(seed)
@@ -146,6 +148,8 @@ def train(
         sched.step()
         tokens += int(attn.sum())
         recent.append(loss.item())
+        if on_step:
+            on_step(step + 1)
         if log and (step + 1) % max(1, steps // 10) == 0:
             log(f"step {step + 1}/{steps} loss {np.mean(recent[-20:]):.4f} ({time.perf_counter() - start:.0f}s)")
     model.eval()
