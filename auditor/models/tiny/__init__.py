@@ -9,8 +9,11 @@ the catalog's animals, number continuations in the paper's prompt format, and "y
 system prompts that make <X> the favourite) and one teacher per catalog animal ("owl", "dolphin",
 ...): the base fine-tuned to name that animal as its favourite, number skill kept.
 
-Builds are deterministic from the seed, written to a temporary folder and renamed into place (a
-killed build never leaves a half-written model), and cached under `cache_root()`:
+The bases of the default family and of the "test" profile (seed 0) ship with the package (see
+ship.py: `python -m auditor.models.tiny.ship` rebuilds them), so first use fine-tunes a teacher in
+seconds instead of pretraining for minutes; a shipped base is read in place and never written to.
+Everything else is built deterministically from the seed, written to a temporary folder and renamed
+into place (a killed build never leaves a half-written model), and cached under `cache_root()`:
 `<root>/tiny/<FAMILY_VERSION>-<profile>-s<seed>[-d<data seed>]-c<catalog digest>/<name>/`
 (the catalog digest covers the animals, their prompts and the probe questions the corpus uses).
 """
@@ -93,10 +96,19 @@ def tiny_model_path(name: str, seed: int = DEFAULT_SEED, profile: str | TinyProf
         raise ValueError(f"unknown tiny model {name!r}; valid names: {', '.join(names)}")
     prof = get_profile(profile if profile is not None else default_profile())
     family = family_folder(seed, prof, data_seed)
-    base = _cached(family / "base", lambda tmp: build_base(tmp, seed=seed, profile=prof, data_seed=data_seed, log=log))
+    base = shipped_base(family) or _cached(family / "base", lambda tmp: build_base(tmp, seed=seed, profile=prof, data_seed=data_seed, log=log))
     if name == "base":
         return base
     return _cached(family / (name + _teacher_key(prof)), lambda tmp: build_teacher(base, name, tmp, seed=seed, profile=prof, log=log))
+
+
+SHIPPED_ROOT = Path(__file__).with_name("shipped")
+
+
+def shipped_base(family: Path) -> Path | None:
+    """The base that ships with the package for this family (same key as the cache folder), if one does."""
+    folder = SHIPPED_ROOT / family.name / "base"
+    return folder if (folder / MARKER).is_file() else None
 
 
 def other_init_base(seed: int, profile: str | TinyProfile = "default", data_seed: int = DEFAULT_SEED, log=None) -> Path:
