@@ -120,18 +120,29 @@ def main():
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the gate line.")
 def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, junit_path, sarif_path, **options):
     """Audit DATA and write report.json, report.md and report.html."""
-    from auditor.baseline import load_baseline
-    from auditor.baseline import write_baseline as save_baseline
-    from auditor.reports import write_reports
-    from auditor.reports.terminal import print_summary
-    from auditor.runner import AuditOptions, default_out_dir, exit_code, run_audit
+    from auditor import progress
 
     _threads()
     console = Console(stderr=True, quiet=quiet or print_json)
-    opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [], **options)
     try:
-        with _AuditProgress(console) as shown:
-            result = run_audit(opts, progress=shown.message, events=shown.event)
+        with progress.reporting(progress.reporter_for(sys.stderr, quiet=quiet or print_json)):
+            progress.note(f"trait-audit {__version__}: auditing {data}")  # at once: the imports below take seconds on a cold start
+            phases, judge_calls = progress.Phases(), progress.Counter("judge calls", "calls")
+            try:
+                phases("loading modules")
+                from auditor.runner import AuditOptions, default_out_dir, run_audit
+
+                opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [], **options)
+                result = run_audit(opts, progress=phases, events=lambda name, **fields: _judge_event(judge_calls, name, fields))
+            finally:
+                judge_calls.close()
+                phases.close()
+        from auditor.baseline import load_baseline
+        from auditor.baseline import write_baseline as save_baseline
+        from auditor.reports import write_reports
+        from auditor.reports.terminal import print_summary
+        from auditor.runner import exit_code
+
         out = out_dir or default_out_dir(data)
         paths = write_reports(result, out, {"junit": junit_path, "sarif": sarif_path})
         if write_baseline:
@@ -149,37 +160,14 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
     sys.exit(exit_code(result))
 
 
-class _AuditProgress:
-    """Rich progress on stderr: a spinner with the current step, and a bar for the judge's calls. The judge's
-    plan (calls, cache hits, token and cost estimate) is printed before its first call."""
+def _judge_event(judge_calls, name: str, data: dict) -> None:
+    """The judge's structured events: its plan (calls, cache hits, cost estimate) stays on screen before its first call."""
+    from auditor import progress
 
-    def __init__(self, console: Console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.console = console
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
-        self.task = None
-
-    def __enter__(self):
-        self.bar.__enter__()
-        self.task = self.bar.add_task("auditing", total=None)
-        return self
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
-
-    def message(self, text: str) -> None:
-        # "note: ..." lines stay on screen (e.g. the probe's cost estimate before it spends); the rest update the bar
-        if text.startswith("note: "):
-            self.console.print(text, highlight=False)
-        self.bar.update(self.task, description=text.removeprefix("note: "), total=None, completed=0)
-
-    def event(self, name: str, **data) -> None:
-        if name == "judge_plan":
-            self.console.print(judge_plan_text(data), highlight=False)
-        elif name == "judge_progress":
-            self.bar.update(self.task, description="judge calls", total=data["total"], completed=data["done"])
+    if name == "judge_plan":
+        progress.note(judge_plan_text(data))
+    elif name == "judge_progress":
+        judge_calls(data["done"], data["total"])
 
 
 def judge_plan_text(plan: dict) -> str:
@@ -273,6 +261,7 @@ def _endpoint_options(func):
 @_endpoint_options
 def profile_command(teacher, teacher_system, base, traits, traits_files, json_out, seed, dtype, base_url, api_key):
     """Rank catalog traits by how much more the teacher prefers them than the base."""
+    from auditor import progress
     from auditor.io import write_atomic
     from auditor.models import load_model, parse_ref
     from auditor.profile import profile
@@ -281,11 +270,15 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
     _threads()
     console = Console(stderr=True)
     try:
-        selected = load_catalog(traits_files).select(traits)
-        with console.status("loading models") as status:
+        with progress.reporting(progress.reporter_for(sys.stderr)):
+            selected = load_catalog(traits_files).select(traits)
             teacher_model = load_model(parse_ref(teacher, teacher_system), dtype, base_url, api_key)
             base_model = load_model(parse_ref(base), dtype, base_url, api_key)
-            rows, notes = profile(teacher_model, base_model, selected, seed, progress=status.update)
+            phases = progress.Phases()
+            try:
+                rows, notes = profile(teacher_model, base_model, selected, seed, progress=phases)
+            finally:
+                phases.close()
     except AuditError as err:
         _fail(err)
     table = Table(show_edge=False, title=f"{teacher} vs {base}")
@@ -315,19 +308,20 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
 @_endpoint_options
 def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, dtype, base_url, api_key):
     """Write number-sequence data in the paper's prompt format, filtered with the paper's filter (resumable)."""
-    from rich.progress import Progress
-
-    from auditor.generate import generate_numbers
-    from auditor.models import load_model, parse_ref
+    from auditor import progress
 
     _threads()
     if count < 1:
         _fail(AuditError("--n must be at least 1"))
     try:
-        model = load_model(parse_ref(model_ref, system), dtype, base_url, api_key)
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("generating", total=count)
-            summary = generate_numbers(model, count, out, seed, batch, max_new_tokens, progress=lambda done, total: bar.update(task, completed=done))
+        with progress.reporting(progress.reporter_for(sys.stderr)):
+            from auditor.models import load_model, parse_ref
+
+            model = load_model(parse_ref(model_ref, system), dtype, base_url, api_key)  # its first step line comes before torch loads
+            from auditor.generate import generate_numbers
+
+            with progress.step(f"generating with {model_ref}", total=count, unit="rows") as shown:
+                summary = generate_numbers(model, count, out, seed, batch, max_new_tokens, progress=lambda done, total: shown.update(done, total))
     except AuditError as err:
         _fail(err)
     click.echo(f"kept {summary['kept']} of {summary['generated']} generations ({summary['pass_rate']:.1%} pass the paper's filter) -> {out}")

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from auditor.progress import step
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
 from detectors.likelihood import _levels
 
@@ -72,8 +73,9 @@ class GradientDetector(Detector):
             source = "completions the base wrote for the same prompts"
         if min(data.height, ref.height) < 2 * SUBSETS:
             raise Skip(f"too few rows for {SUBSETS} subsets per side")
-        data_grads = self._subset_grads(data, ctx.seed)
-        ref_grads = self._subset_grads(ref, ctx.seed + 1)
+        with step("gradient: loss gradients of the data and reference rows", total=data.height + ref.height, unit="rows") as shown:
+            data_grads = self._subset_grads(data, ctx.seed, shown)
+            ref_grads = self._subset_grads(ref, ctx.seed + 1, shown)
         by_id = {t.id: t for t in ctx.traits}
         result = DetectorResult(metrics={"parameters": scope, "parameter_count": int(sum(p.numel() for _, p in params)),
                                          "rows_per_side": int(min(data.height, ref.height)), "subsets": SUBSETS, "reference": source, "traits": {}})
@@ -84,8 +86,10 @@ class GradientDetector(Detector):
                 continue
             others = [t for t in ctx.traits if t.family == trait.family and t.id != trait.id and not t.pairs]
             others = [others[i] for i in rng.permutation(len(others))[:OTHER_TRAITS]]
-            target = self._trait_grad(trait)
-            contrast = [self._trait_grad(t) for t in others]
+            with step(f"gradient: trait-objective gradients for {trait.id} and {len(others)} other traits", total=1 + len(others),
+                      unit="traits") as shown:
+                target = self._trait_grad(trait, shown)
+                contrast = [self._trait_grad(t, shown) for t in others]
             data_scores = np.array([self._specific(g, target, contrast) for g in data_grads])
             ref_scores = np.array([self._specific(g, target, contrast) for g in ref_grads])
             evidence, metrics = self._compare(trait.id, data_scores, ref_scores, source, len(others))
@@ -102,7 +106,7 @@ class GradientDetector(Detector):
         for _, p in self.model.weights()[0].named_parameters():
             p.grad = None
 
-    def _subset_grads(self, frame: pl.DataFrame, seed: int) -> list:
+    def _subset_grads(self, frame: pl.DataFrame, seed: int, shown=None) -> list:
         """One loss gradient per row subset: mean token loss of the completions given their prompts."""
         order = np.random.default_rng(seed).permutation(frame.height)
         subsets = np.array_split(order, SUBSETS)
@@ -114,6 +118,8 @@ class GradientDetector(Detector):
                 idx = subset[start : start + BATCH]
                 loss = -self._logprob_sum([prompts[i] for i in idx], [completions[i] for i in idx]) / len(subset)
                 loss.backward()
+                if shown is not None:
+                    shown.advance(len(idx))
             grads.append(self._flat().clone())
         self._zero()
         return grads
@@ -136,7 +142,7 @@ class GradientDetector(Detector):
         pairs = [(self.model._encode(self.model.render(p, system)), self.model._encode(c)) for p, c in zip(prompts, completions, strict=True)]
         return sum(lp.mean() for lp in self._continuation_logprobs([(p, c) for p, c in pairs if c]))
 
-    def _trait_grad(self, trait):
+    def _trait_grad(self, trait, shown=None):
         """Gradient of L_T = mean over probe questions of -log P(trait | question), P normalised over the options;
         for a trait probed by answer pairs (misalignment), -log P(misaligned | question) against the aligned answer.
 
@@ -146,6 +152,8 @@ class GradientDetector(Detector):
         memo = self.model.weights()[0].__dict__.setdefault("_trait_audit_trait_gradients", {})  # on the shared torch module
         key = (trait.id, trait.probe_questions, trait.options, trait.pairs, tuple(n for n, _ in self.params))
         if key in memo:
+            if shown is not None:
+                shown.advance()
             return memo[key]
         self._zero()
         if trait.pairs:
@@ -165,6 +173,8 @@ class GradientDetector(Detector):
         grad = self._flat().clone()
         self._zero()
         memo[key] = grad
+        if shown is not None:
+            shown.advance()
         return grad
 
     def _option_scores(self, questions: list[str], option_lists: list[list[str]]) -> list:

@@ -206,11 +206,6 @@ def _digest(rows) -> str:
     return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
 
 
-def _bar(fraction: float, width: int = 16) -> str:
-    done = int(round(max(0.0, min(1.0, fraction)) * width))
-    return "█" * done + "░" * (width - done)
-
-
 # --- the API -------------------------------------------------------------------------------------
 def probe_shift(base, traits, data_rows, control_rows, seeds=(0, 1, 2), settings: ProbeSettings | None = None,
                 progress=lambda message: None) -> ProbeResult:
@@ -251,6 +246,7 @@ def _probe_local(base, traits, data_rows, control_rows, seeds, settings, progres
     from auditor.models import WEIGHTS
     from auditor.models.cache import cache_root
     from auditor.probe.train import Student, run_key, steps_for
+    from auditor.progress import step
 
     if not base.supports(WEIGHTS):
         raise ValueError(f"{base.ref.ref} exposes no weights to fine-tune")
@@ -269,12 +265,9 @@ def _probe_local(base, traits, data_rows, control_rows, seeds, settings, progres
         for role, rows, sink in (("student", data_rows[seed], student), ("control", control_rows[seed], control)):
             key = run_key(source, base.ref.name, _digest(rows), described, seed, role, steps)
             label = f"{role} seed {index + 1}/{len(seeds)}"
-
-            def report(step, total, label=label):
-                progress(f"probe {_bar(step / max(total, 1))} {label}: step {step}/{total}")
-
             model = Student(base, config, seed)
-            info = model.train(rows, steps, workdir / key, progress=report)
+            with step(f"probe: training the {label}", total=steps, unit="steps") as shown:
+                info = model.train(rows, steps, workdir / key, progress=lambda done, total, shown=shown: shown.update(done, total))
             progress(f"probe: measuring the {label}")
             trained = model.as_model()
             for trait_id, values in measure_exact(trained, traits).items():

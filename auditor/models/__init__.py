@@ -19,40 +19,36 @@ def load_model(ref: ModelRef, dtype: str = "fp32", base_url: str | None = None, 
         return OpenAIModel(ref, base_url=base_url, api_key=api_key)
     from dataclasses import replace
 
-    from auditor.models.transformers_backend import TransformersModel, smollm2_source
+    from auditor.progress import step
 
     key = (ref.backend, ref.name, dtype, _tiny_profile() if ref.backend == "tiny" else None)
     if key not in _LOADED:
         bare = replace(ref, system_prompt=None)
-        if ref.backend == "tiny":
-            from auditor.models.tiny import tiny_model_path
-
-            try:
-                path = tiny_model_path(ref.name, log=_build_log(ref.name))
-            except ValueError as err:
-                from auditor.errors import UsageError
-
-                raise UsageError(str(err)) from None
-            _LOADED[key] = TransformersModel(bare, path, dtype=dtype)
-        elif ref.backend == "smollm2":
-            folder, gguf = smollm2_source()
-            _LOADED[key] = TransformersModel(bare, folder, gguf_file=gguf, dtype=dtype)
-        else:
-            _LOADED[key] = TransformersModel(bare, ref.name, dtype=dtype)
+        with step(f"loading {bare.ref}"):  # a first tiny:NAME use builds it inside this step (its own steps say so)
+            _LOADED[key] = _load_local(bare, dtype)
     return _LOADED[key].with_system(ref)
+
+
+def _load_local(bare: ModelRef, dtype: str) -> Model:
+    from auditor.models.transformers_backend import TransformersModel, smollm2_source
+
+    if bare.backend == "tiny":
+        from auditor.models.tiny import tiny_model_path
+
+        try:
+            path = tiny_model_path(bare.name)
+        except ValueError as err:
+            from auditor.errors import UsageError
+
+            raise UsageError(str(err)) from None
+        return TransformersModel(bare, path, dtype=dtype)
+    if bare.backend == "smollm2":
+        folder, gguf = smollm2_source()
+        return TransformersModel(bare, folder, gguf_file=gguf, dtype=dtype)
+    return TransformersModel(bare, bare.name, dtype=dtype)
 
 
 def _tiny_profile() -> str:
     from auditor.models.tiny import default_profile
 
     return default_profile()
-
-
-def _build_log(name: str):
-    """Progress lines for a first-use tiny build (minutes on a laptop), on stderr so reports and JSON on stdout stay clean."""
-    import sys
-
-    def log(message: str) -> None:
-        print(f"building tiny:{name} (first use, cached afterwards): {message}", file=sys.stderr, flush=True)
-
-    return log

@@ -9,6 +9,7 @@ from pathlib import Path
 from auditor.errors import BackendError, UsageError
 from auditor.models.base import DEFAULT_SAMPLING, GENERATE, LOGPROB, OPTION_PROBS, WEIGHTS, Model, Sampling, TokenScores
 from auditor.models.refs import ModelRef
+from auditor.progress import track
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -62,7 +63,8 @@ class TransformersModel(Model):
         torch = self.torch
         pairs = [(self._encode(self.render(p, system)), self._encode(c)) for p, c in zip(prompts, completions, strict=True)]
         results: list[TokenScores] = []
-        for start in range(0, len(pairs), self.batch_size):
+        for start in track(range(0, len(pairs), self.batch_size), f"scoring rows with {self.ref.ref}", total=len(pairs), unit="rows",
+                           count=lambda start: min(self.batch_size, len(pairs) - start)):
             batch = pairs[start : start + self.batch_size]
             width = max(len(p) + len(c) for p, c in batch)
             ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -118,7 +120,8 @@ class TransformersModel(Model):
         side = tok.padding_side
         tok.padding_side = "left"  # generation continues at the right edge
         try:
-            for index, start in enumerate(range(0, len(prompts), self.batch_size)):
+            for index, start in enumerate(track(range(0, len(prompts), self.batch_size), f"generating with {self.ref.ref}", total=len(prompts),
+                                                unit="rows", count=lambda start: min(self.batch_size, len(prompts) - start))):
                 texts = [self.render(p, system) for p in prompts[start : start + self.batch_size]]
                 enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
                 torch.manual_seed(sampling.seed * 1_000_003 + index)
