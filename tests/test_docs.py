@@ -41,6 +41,7 @@ NOT_SHELL = {"python", "py", "toml", "json", "xml", "html", "text"}
 FENCE = re.compile(r"^(```+|~~~+)\s*([\w+-]*)")
 FLAG = re.compile(r"(?<![\w/.\-])(--[a-z][a-z0-9]*(?:-[a-z0-9]+)*|-[a-zA-Z])(?=[\s=,.;:)\]|`'\"]|$)")
 SPAN = re.compile(r"(`+)(.+?)\1")
+SPAN_IN_PARAGRAPH = re.compile(r"(`+)(.+?)\1", re.S)  # a span may wrap onto the next line of its paragraph
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 REF_LINK = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\"[^\"]*\")?\s*$")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -179,16 +180,32 @@ def _code_mentions(lines, yaml: bool):
 
 
 def _prose_mentions(lines):
-    for number, line in lines:
-        for span in SPAN.finditer(line):
-            for command in split_commands(span.group(2)):
+    """Paragraph by paragraph, so a code span that wraps onto the next line stays one command."""
+    for first, paragraph in _paragraphs(lines):
+        for span in SPAN_IN_PARAGRAPH.finditer(paragraph):
+            number = first + paragraph.count("\n", 0, span.start())
+            for command in split_commands(span.group(2).replace("\n", " ")):
                 kind = command_of(command)
                 if kind is None:
                     yield from ((number, "bare", flag) for flag in flags_in(command))
                 elif kind[0] == "audit":
                     yield from ((number, kind[1], flag) for flag in flags_in(command))
-        rest = re.sub(r"\]\([^)]*\)", "]", SPAN.sub(" ", line))  # link targets are not flags
-        yield from ((number, "bare", flag) for flag in flags_in(rest))
+        rest = SPAN_IN_PARAGRAPH.sub(lambda m: "\n" * m.group(0).count("\n") or " ", paragraph)
+        for offset, line in enumerate(rest.split("\n")):
+            line = re.sub(r"\]\([^)]*\)", "]", line)  # link targets are not flags
+            yield from ((first + offset, "bare", flag) for flag in flags_in(line))
+
+
+def _paragraphs(lines):
+    """(first line number, text) for each run of non-blank lines; table rows are paragraphs of their own."""
+    run: list[tuple[int, str]] = []
+    for number, line in [*lines, (0, "")]:
+        if not line.strip() or line.lstrip().startswith("|") or (run and run[-1][1].lstrip().startswith("|")):
+            if run:
+                yield run[0][0], "\n".join(text for _, text in run)
+            run = [(number, line)] if line.strip() else []
+        else:
+            run.append((number, line))
 
 
 def unknown_flags(page: Path) -> list[tuple[int, str, str]]:
@@ -307,6 +324,8 @@ def test_a_flag_that_does_not_exist_fails(tmp_path):
     assert _problems(tmp_path, "| `--probe-seeds N` | 3 |\n| `--nope` | |\n") == ["2:bare:--nope"]
     continued = "```bash\n$ OPENAI_BASE_URL=x time .venv/bin/audit d.jsonl --teacher t \\\n    --base b --bogus\n```\n"
     assert _problems(tmp_path, continued) == ["3:run:--bogus"]
+    wrapped = "Re-render with `audit report r.json --out DIR\n--teacher x` later.\n"
+    assert _problems(tmp_path, wrapped) == ["1:report:--teacher"]
     synopsis = "```\naudit DATA [--teacher REF] [--judge-format auto|json_schema]\n      [--out DIR] [--bogus]\n```\n"
     assert _problems(tmp_path, synopsis) == ["3:run:--bogus"]
     assert _problems(tmp_path, "```bash\nexport KEY=x   # or --bogus-key\n```\n") == ["2:bare:--bogus-key"]
