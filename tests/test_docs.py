@@ -220,6 +220,22 @@ def unknown_flags(page: Path) -> list[tuple[int, str, str]]:
     return problems
 
 
+def unknown_defaults(page: Path) -> list[tuple[int, str]]:
+    """(line, key) for each key of a `[tool.trait-audit]` example (project defaults) that is no option of `audit DATA`."""
+    import tomllib
+
+    problems = []
+    for kind, lang, lines in blocks(page.read_text(encoding="utf-8")):
+        text = "\n".join(line for _, line in lines)
+        if kind != "code" or lang != "toml" or "[tool.trait-audit]" not in text:
+            continue
+        table = tomllib.loads(text)["tool"]["trait-audit"]
+        for key, value in table.items():
+            if not isinstance(value, dict) and f"--{key.replace('_', '-')}" not in audit_flags()["run"]:
+                problems.append((lines[0][0], key))
+    return problems
+
+
 # ------------------------------------------------------------------------------------------------ links
 
 def anchors(page: Path) -> set[str]:
@@ -281,6 +297,13 @@ def test_documented_audit_flags_exist(page):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_documented_project_defaults_exist(page):
+    problems = [f"{page.relative_to(ROOT)}:{n}: [tool.trait-audit] key {key!r} is no option of `audit DATA`"
+                for n, key in unknown_defaults(page)]
+    assert not problems, "\n".join(problems)
+
+
 def test_readme_stays_a_front_page():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 220, "README.md is over 220 lines: move the detail into docs/"
@@ -331,6 +354,13 @@ def test_a_flag_that_does_not_exist_fails(tmp_path):
     assert _problems(tmp_path, "```bash\nexport KEY=x   # or --bogus-key\n```\n") == ["2:bare:--bogus-key"]
     workflow = "```yaml\nsteps:\n  - run: |\n      audit \"$D\" --teacher \"$T\" \\\n        --bogus x\n```\n"
     assert _problems(tmp_path, workflow) == ["5:run:--bogus"]
+
+
+def test_a_project_default_that_is_no_option_fails(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("```toml\n[tool.trait-audit]\nfail_on = \"medium\"\nteacher = \"x\"\nfail-fast = true\n```\n"
+                    "```toml\n[family]\nid = \"animal\"\n```\n", encoding="utf-8")
+    assert [key for _, key in unknown_defaults(page)] == ["fail-fast"]
 
 
 def test_other_tools_flags_and_plain_text_pass(tmp_path):
