@@ -10,7 +10,8 @@ A flag is tied to a command by context, so pip's, pytest's or a benchmark script
   line) is the main command's (`audit DATA`, i.e. `audit run`), unless FOREIGN_FLAGS names it as another tool's:
   a flag of another subcommand is written with it (`audit profile --dtype bf16`), so no page can promise the
   main command a flag only `audit profile` has.
-In YAML blocks only the command lines (`run:` steps) are read.
+In YAML blocks only the command lines (`run:` steps) are read. The keys of a `[tool.trait-audit]` example are
+checked the same way: each must be an option of `audit DATA`.
 """
 
 from __future__ import annotations
