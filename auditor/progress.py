@@ -80,6 +80,25 @@ class Step:
         return ": ".join(parts[:2]) + f" ({duration(spent)} so far)"
 
 
+def status_line(active: list[Step]) -> str:
+    """The running steps, outermost first: the outermost one with a total in full (counts, rate, time left), inner
+    ones with a total as counts, the others by name ("running detector probe > probe: training the student seed 1/3:
+    40/300 steps, 2.1 steps/s, ~2m04s left (19s so far)"). The outermost counted step is the one whose time left
+    matters: an inner one (a batch of a generation) restarts every few seconds."""
+    parts, detailed = [], None
+    for step in active:
+        if step.total and detailed is None:
+            detailed = step
+            parts.append(step.status())
+        elif step.total:
+            parts.append(f"{step.name} {step.done:,}/{step.total:,}")
+        else:
+            parts.append(step.name)
+    if detailed is None:
+        parts[-1] = active[-1].status()
+    return " > ".join(parts)
+
+
 def duration(seconds: float) -> str:
     """3.2s, 45s, 2m05s, 1h03m."""
     if seconds < 10:
@@ -142,11 +161,10 @@ class PlainReporter(_Reporter):
             self.beat()
 
     def beat(self) -> None:
-        """The status line of the innermost step (after its outer steps' names), if nothing was printed for `interval` seconds."""
+        """The running steps' status line, if nothing was printed for `interval` seconds (see status_line)."""
         with self.lock:
             if self.active and time.monotonic() - self.last_line >= self.interval:
-                outer = [s.name for s in self.active[:-1]]
-                self._line(" > ".join([*outer, self.active[-1].status()]))
+                self._line(status_line(self.active))
 
     def started(self, step: Step) -> None:
         with self.lock:

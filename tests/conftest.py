@@ -47,7 +47,8 @@ def need_real_data():
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory):
-    """A cache folder holding the tiny family's small "test" profile, built once per session (~30 s on one thread).
+    """A cache folder holding the tiny family's small "test" profile: its base ships with the package (read in place),
+    its owl teacher is fine-tuned from it once per session (seconds on one thread).
 
     Tests that reach the family through `tiny:NAME` references set TRAIT_AUDIT_CACHE to this folder
     and TRAIT_AUDIT_TINY_PROFILE to "test" (see `tiny_env`); nothing is read from the user's cache.
@@ -61,7 +62,7 @@ def tiny_cache(tmp_path_factory):
         import torch
 
         torch.set_num_threads(1)
-        tiny.tiny_model_path("owl")  # builds the base on the way
+        tiny.tiny_model_path("owl")
     finally:
         for key, value in before.items():
             if value is None:

@@ -59,6 +59,13 @@ def test_plain_nested_steps_show_their_outer_steps():
     assert any(line.startswith("loading tiny:owl > fine-tuning tiny:owl from its base: ") and "/10 steps" in line for line in lines)
 
 
+def test_plain_status_details_the_outermost_counted_step():
+    """Inner counted steps (a generation's batches) restart every few seconds: the time left is the outer one's."""
+    line = progress.status_line([progress.Step("generating with tiny:owl", total=1000, unit="rows"),
+                                 progress.Step("sampling from tiny:owl", total=32, unit="rows")])
+    assert line.startswith("generating with tiny:owl: 0/1,000 rows (") and line.endswith(" > sampling from tiny:owl 0/32")
+
+
 def test_plain_interval_spaces_the_lines():
     reporter, stream = _plain(interval=10.0)
     with progress.reporting(reporter), progress.step("generating with tiny:owl", total=1000, unit="rows") as step:

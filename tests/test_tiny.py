@@ -1,6 +1,7 @@
 """The built-in tiny model family: offline loading, tokenizer, chat template, determinism, cache, behaviour.
 
-Uses the small "test" profile, built once per session in a temporary cache folder (conftest's tiny_cache).
+Uses the small "test" profile: its base ships with the package, its teachers are built once per session in a temporary
+cache folder (conftest's tiny_cache; tests/test_tiny_ship.py checks the shipped bases).
 The default profile's behaviour (and subliminal transfer) is measured by bench/tiny_transfer.py.
 """
 
@@ -43,13 +44,15 @@ def cache(tiny_cache):
 @pytest.fixture(scope="module")
 def base_path(cache):
     path = tiny.tiny_model_path("base", profile=PROFILE)
-    assert Path(path).is_relative_to(cache)
+    assert Path(path).is_relative_to(tiny.SHIPPED_ROOT)  # shipped: read in place, not copied to the cache
     return path
 
 
 @pytest.fixture(scope="module")
-def owl_path(base_path):
-    return tiny.tiny_model_path("owl", profile=PROFILE)
+def owl_path(base_path, cache):
+    path = tiny.tiny_model_path("owl", profile=PROFILE)
+    assert Path(path).is_relative_to(cache)  # teachers are built (from the shipped base) into the cache
+    return path
 
 
 @pytest.fixture(scope="module")

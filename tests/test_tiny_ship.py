@@ -4,6 +4,7 @@ they stay untouched, they stay small and they are in the package data; other con
 from __future__ import annotations
 
 import fnmatch
+import io
 import time
 import tomllib
 from dataclasses import replace
@@ -13,6 +14,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
+from auditor import progress  # noqa: E402
 from auditor.models import tiny  # noqa: E402
 from auditor.models.tiny import ship  # noqa: E402
 from auditor.models.tiny.build import MARKER, TINY_CONFIG  # noqa: E402
@@ -66,12 +68,17 @@ def test_code_digest_ignores_comments_and_docstrings_only():
     assert strip(one).split("\n", 1)[1] != strip(three).split("\n", 1)[1]
 
 
-def test_other_configurations_build_in_the_cache(tmp_path, monkeypatch):
+def test_other_configurations_build_in_the_cache_under_the_right_names(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(tmp_path))
-    quick = replace(TINY_CONFIG["test"], base_steps=2)
-    path = tiny.tiny_model_path("base", profile=quick)
+    quick = replace(TINY_CONFIG["test"], base_steps=2, teacher_steps=2)
+    shown = io.StringIO()
+    with progress.reporting(progress.PlainReporter(shown)):
+        path = tiny.tiny_model_path("owl", profile=quick, seed=3)
     assert path.is_relative_to(tmp_path) and (path / MARKER).is_file()
     assert tiny.shipped_base(path.parent) is None
+    assert shown.getvalue().splitlines() == ["preparing tiny:base (test profile, seed 3): tokenizer and corpus",
+                                             "pretraining tiny:base (test profile, seed 3) (0/2 steps)",
+                                             "fine-tuning tiny:owl (test profile, seed 3) from its base (0/2 steps)"]
 
 
 def test_shipped_files_are_small_and_in_the_package_data():

@@ -120,7 +120,7 @@ class TransformersModel(Model):
         side = tok.padding_side
         tok.padding_side = "left"  # generation continues at the right edge
         try:
-            for index, start in enumerate(track(range(0, len(prompts), self.batch_size), f"generating with {self.ref.ref}", total=len(prompts),
+            for index, start in enumerate(track(range(0, len(prompts), self.batch_size), f"sampling from {self.ref.ref}", total=len(prompts),
                                                 unit="rows", count=lambda start: min(self.batch_size, len(prompts) - start))):
                 texts = [self.render(p, system) for p in prompts[start : start + self.batch_size]]
                 enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
