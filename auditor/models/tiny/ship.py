@@ -96,9 +96,10 @@ def recipe(profile: str, seed: int = SEED) -> dict:
     corpus = hashlib.sha256()
     for messages in C.corpus(prof.base_steps * prof.batch_size, seed=seed):
         corpus.update(render(messages).encode())
-    return {"family_version": FAMILY_VERSION, "profile": _fields(prof, teacher=False), "seed": seed, "data_seed": seed,
-            "catalog": C.catalog_digest(), "tokenizer": _sha256(tok.backend_tokenizer.to_str().encode()), "corpus": corpus.hexdigest(),
-            "code": code_digest()}
+    found = {"family_version": FAMILY_VERSION, "profile": _fields(prof, teacher=False), "seed": seed, "data_seed": seed,
+             "catalog": C.catalog_digest(), "tokenizer": _sha256(tok.backend_tokenizer.to_str().encode()), "corpus": corpus.hexdigest(),
+             "code": code_digest()}
+    return json.loads(json.dumps(found))  # as stored (tuples become lists), so a comparison sees values, not types
 
 
 def file_digests(folder: Path) -> dict[str, str]:
