@@ -315,9 +315,10 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
         _fail(AuditError("--n must be at least 1"))
     try:
         with progress.reporting(progress.reporter_for(sys.stderr)):
-            from auditor.models import load_model, parse_ref
+            with progress.step(f"loading {model_ref}"):  # the first line, before numpy and torch load (load_model's step joins it)
+                from auditor.models import load_model, parse_ref
 
-            model = load_model(parse_ref(model_ref, system), dtype, base_url, api_key)  # its first step line comes before torch loads
+                model = load_model(parse_ref(model_ref, system), dtype, base_url, api_key)
             from auditor.generate import generate_numbers
 
             with progress.step(f"generating with {model_ref}", total=count, unit="rows") as shown:

@@ -268,15 +268,24 @@ def reporting(reporter: _Reporter) -> Iterator[_Reporter]:
         _current = before
 
 
+_running: list[Step] = []  # the steps open now, outermost first
+
+
 @contextlib.contextmanager
 def step(name: str, total: int | None = None, unit: str = "") -> Iterator[Step]:
-    """A step of work shown while it runs (see the module docstring)."""
+    """A step of work shown while it runs (see the module docstring). A step named like the innermost running one joins
+    it (the CLI opens "loading tiny:owl" before the imports that load_model's own "loading tiny:owl" needs)."""
+    if _running and _running[-1].name == name and total is None:
+        yield _running[-1]
+        return
     current = Step(name, total, unit)
     current.reporter = _current
     current.reporter.started(current)
+    _running.append(current)
     try:
         yield current
     finally:
+        _running.remove(current)
         current.reporter.finished(current)
 
 

@@ -42,7 +42,10 @@ class TinyProfile:
     tokenizer_texts: int = 4000
     init_std: float | None = None  # initial std of the weights (and tied embeddings); None: 1/sqrt(d_model)
     number_init: tuple[float, ...] = (0.5, 0.6, 0.4, 0.3, 0.4)  # a number token's initial embedding: weights of (common, hundreds, tens, units, own)
-    threads: int = 2
+    # torch threads while building (TRAIT_AUDIT_THREADS overrides; not part of any cache key or recipe: 1 and 2 threads
+    # gave identical weights). One, because on a shared machine two spin-waiting threads made a teacher build take
+    # 8x the CPU time and 4x the wall time of one thread (119 s vs 14 s CPU, 60 steps)
+    threads: int = 1
 
     @classmethod
     def from_dict(cls, data: dict) -> TinyProfile:
