@@ -148,8 +148,8 @@ def _probe_local(base, traits, data_rows, control_rows, seeds, settings, progres
     config = settings.train_config()
     steps = steps_for(max(map(len, data_rows.values())), config)
     workdir = settings.workdir or cache_root() / "probe"
-    progress("probe: measuring the base")
-    before = measure_exact(base, traits)
+    with step("probe: measuring the base"):  # steps, not progress() phases: a phase would stay open over the training below
+        before = measure_exact(base, traits)
     student: dict[str, list] = {t: [] for t in before}
     control: dict[str, list] = {t: [] for t in before}
     training, notes = [], []
@@ -163,9 +163,10 @@ def _probe_local(base, traits, data_rows, control_rows, seeds, settings, progres
             model = Student(base, config, seed)
             with step(f"probe: training the {label}", total=steps, unit="steps") as shown:
                 info = model.train(rows, steps, workdir / key, progress=lambda done, total, shown=shown: shown.update(done, total))
-            progress(f"probe: measuring the {label}")
-            trained = model.as_model()
-            for trait_id, values in measure_exact(trained, traits).items():
+            with step(f"probe: measuring the {label}"):
+                trained = model.as_model()
+                measured = measure_exact(trained, traits)
+            for trait_id, values in measured.items():
                 sink[trait_id].append(values)
             training.append({"role": role, "seed": seed, "checkpoint": str(workdir / key), **info})
             del model, trained
