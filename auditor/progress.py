@@ -195,10 +195,20 @@ class RichReporter(_Reporter):
     that took more than KEEP_LINE_AFTER_S leaves a line with its time."""
 
     def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.text import Text
+
+        class Count(ProgressColumn):
+            """'256/1,000 rows', or nothing while the total is unknown (rich's own column would say '0/?')."""
+
+            def render(self, task):
+                if task.total is None:
+                    return Text("")
+                unit = task.fields.get("unit") or ""
+                return Text(f"{int(task.completed):,}/{int(task.total):,} {unit}".rstrip(), style="progress.download")
 
         self.console = console
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), Count(), TimeElapsedColumn(),
                             TimeRemainingColumn(), console=console, transient=True)
         self.tasks: dict[int, object] = {}  # id(step) -> rich task, in the order the steps started
         self.lock = threading.Lock()
@@ -211,7 +221,7 @@ class RichReporter(_Reporter):
 
     def started(self, step: Step) -> None:
         with self.lock:
-            self.tasks[id(step)] = self.bar.add_task(step.name, total=step.total, completed=step.done)
+            self.tasks[id(step)] = self.bar.add_task(step.name, total=step.total, completed=step.done, unit=step.unit)
 
     def changed(self, step: Step) -> None:
         task = self.tasks.get(id(step))
