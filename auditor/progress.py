@@ -13,9 +13,10 @@ installed a step costs a few attribute writes and prints nothing, so detectors s
 and when used as a library. Everything goes to stderr, so JSON and reports on stdout stay clean.
 
 Off a terminal (CI, nohup, a pipe) the reporter prints a line when an outermost step starts, one
-every `interval` seconds while any step runs (the innermost step after its outer ones: done/total,
-rate, time left), and one when a step that took longer than that ends; on a terminal it draws rich's bars and keeps a line for each finished step
-that took more than a couple of seconds. TRAIT_AUDIT_PROGRESS=plain|rich|off overrides the choice.
+every `interval` seconds while any step runs (the running steps, the outermost counted one with
+done/total, rate and time left: see status_line), and one when a step that took longer than that
+ends. On a terminal it draws rich's bars and keeps a line for each finished step that took more
+than a couple of seconds. TRAIT_AUDIT_PROGRESS=plain|rich|off overrides the choice.
 """
 
 from __future__ import annotations
