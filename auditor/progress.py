@@ -269,8 +269,7 @@ def reporting(reporter: _Reporter) -> Iterator[_Reporter]:
     global _current
     before = _current
     _current = reporter
-    if reporter is not _NULL:
-        _quiet_library_bars()
+    _quiet_library_bars()  # also when quiet (-q, --json, TRAIT_AUDIT_PROGRESS=off): quiet means no bars at all
     reporter.open()
     try:
         yield reporter
