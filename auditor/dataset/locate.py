@@ -11,6 +11,8 @@ from pathlib import Path
 
 from auditor.dataset.schema import Layout
 
+NESTED_TOO_DEEP = "JSON nested too deeply to read (arrays or objects inside each other hundreds of levels down)"
+
 
 def describe_type(value: object) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
@@ -60,6 +62,8 @@ def check_line(raw: bytes, layout: Layout | None) -> str | None:
         record = json.loads(text)
     except json.JSONDecodeError as err:
         return f"malformed JSON: {err.msg} at column {err.colno}"
+    except RecursionError:
+        return NESTED_TOO_DEEP
     return check_record(record, layout)
 
 
