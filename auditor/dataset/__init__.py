@@ -169,10 +169,11 @@ def load_dataset(
     completion_field: str | None = None,
     max_row_mib: float = DEFAULT_MAX_ROW_MIB,
     split: str | None = None,
-    in_memory_limit: int = IN_MEMORY_LIMIT,
+    in_memory_limit: int | None = None,
     max_input_gib: float = DEFAULT_MAX_INPUT_GIB,
 ) -> Dataset:
     path = Path(path)
+    in_memory_limit = IN_MEMORY_LIMIT if in_memory_limit is None else in_memory_limit
     max_row_bytes = int(max_row_mib * 2**20)
     max_bytes = int(max_input_gib * 2**30)
     kept = _Kept()
