@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import polars as pl
 
 from auditor import __version__
-from auditor.baseline import accepted_keys, load_baseline, stale_entries
-from auditor.dataset import load_dataset
+from auditor.baseline import accepted_keys, load_baseline
+from auditor.dataset import DEFAULT_MAX_INPUT_GIB, load_dataset
 from auditor.errors import AuditError
+from auditor.finite import scrub, scrub_evidence, scrub_metrics
+from auditor.flagspool import FlagSpool
 from auditor.models import parse_ref
 from auditor.risk import decide, gate
 from auditor.traits import load_catalog
@@ -40,6 +41,7 @@ class AuditOptions:
     completion_field: str | None = None
     split: str | None = None
     max_row_mib: float = 16
+    max_input_gib: float = DEFAULT_MAX_INPUT_GIB
     seed: int = 0
     export_clean: str | None = None
     # the LLM judge (detectors/judge.py): a model reference enables it
@@ -114,9 +116,10 @@ def _run_detector(name: str, ctx: AuditContext, progress) -> tuple[dict, object 
         return entry, None
     finally:
         entry["duration_s"] = round(time.perf_counter() - start, 3)
-    entry.update(metrics=result.metrics, cost=result.cost)
+    entry.update(metrics=scrub_metrics(result.metrics), cost=scrub_metrics(result.cost))
     for evidence in result.evidence:
         evidence.detector = name
+        scrub_evidence(evidence)
     return entry, result
 
 
@@ -147,8 +150,12 @@ def _judge_options(opts: AuditOptions) -> dict:
             "price": parse_price(opts.judge_price), "base_url": opts.judge_base_url, "api_key": opts.judge_api_key}
 
 
-def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) -> dict:
-    """`events(name, **data)` receives structured progress (the judge's plan and call counts) for the CLI."""
+def run_audit(opts: AuditOptions, progress=lambda message: None, events=None, spool: FlagSpool | None = None) -> dict:
+    """`events(name, **data)` receives structured progress (the judge's plan and call counts) for the CLI.
+    `spool` keeps every flag on disk; the caller that passes one can still read them afterwards (a baseline)."""
+    if spool is None:
+        with FlagSpool() as own:
+            return run_audit(opts, progress, events, own)
     started = time.perf_counter()
     created = datetime.now(UTC).isoformat(timespec="seconds")
     catalog = load_catalog(opts.traits_files)
@@ -164,11 +171,11 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
         DETECTORS.get(name)  # unknown names fail before any work
     baseline = load_baseline(opts.baseline) if opts.baseline else []
     progress(f"reading {opts.data}")
-    dataset = load_dataset(opts.data, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split)
+    dataset = load_dataset(opts.data, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split, max_input_gib=opts.max_input_gib)
     reference = None
     if opts.reference:
         progress(f"reading reference {opts.reference}")
-        reference = load_dataset(opts.reference, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split)
+        reference = load_dataset(opts.reference, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split, max_input_gib=opts.max_input_gib)
     profile_section = None
     if not opts.traits:
         # no --trait: profiling the teacher against its base picks the traits model-based detectors focus on
@@ -178,7 +185,8 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
                        accepted=accepted_keys(baseline), seed=opts.seed,
                        # traits that model-based detectors test: the ones named, else the ones profiling picked
                        options={"focus": list(opts.traits) and [t.id for t in traits] or (profile_section or {}).get("picked", []),
-                                "judge": judge_options, "events": events, "probe": opts.probe_options(), "progress": progress})
+                                "judge": judge_options, "events": events, "probe": opts.probe_options(), "progress": progress,
+                                "spool": spool})
 
     entries, results = [], {}
     for name in names:
@@ -203,7 +211,10 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
                           "summary": e.summary, **({"level": e.level} if e.level else {})} for e in evidence],
         })
 
-    flags = _collect_flags(results, ctx)
+    spool.accepted = ctx.accepted
+    for name, found in results.items():
+        spool.add(name, found.flags)
+    counts = spool.counts()
     failed, failing = gate(verdicts, opts.fail_on)
     broken = [e["name"] for e in entries if e["status"] == "failed"]
     result = {
@@ -217,11 +228,10 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
         "judge": judge.describe() if judge else None,
         "detectors": entries,
         "traits": trait_rows,
-        "flags": flags["shown"],
-        "flags_total": flags["total"],
-        "flags_truncated": flags["total"] > len(flags["shown"]),
-        "baseline": {"path": opts.baseline, "accepted": sum(f["accepted"] for f in flags["shown"]),
-                     "stale": stale_entries(baseline, flags["shown"])} if opts.baseline else None,
+        "flags": (shown := spool.sample(MAX_FLAGS_IN_REPORT)),
+        "flags_total": counts["total"],
+        "flags_truncated": counts["total"] > len(shown),
+        "baseline": {"path": opts.baseline, "accepted": counts["accepted"], "stale": spool.stale(baseline)} if opts.baseline else None,
         "profile": profile_section,
         "gate": {"fail_on": opts.fail_on, "failed": failed, "failing_traits": failing, "detectors_failed": broken},
         "export": None,
@@ -231,7 +241,19 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
     if opts.export_clean:
         from auditor.export import export_clean
 
-        result["export"] = export_clean(dataset, result, Path(opts.export_clean))
+        progress(f"writing {opts.export_clean}")
+        result["export"] = export_clean(dataset, spool, Path(opts.export_clean))
+    for data in (dataset, reference):
+        if data is not None:
+            data.check_unchanged()  # the sha256 in the report describes what the detectors read
+    return _finite(result)
+
+
+def _finite(result: dict) -> dict:
+    found: dict[str, str] = {}
+    result = scrub(result, "", found)
+    if found:
+        result["unavailable"] = [{"path": path, "reason": reason} for path, reason in found.items()]
     return result
 
 
@@ -251,23 +273,6 @@ def _profile_section(teacher, base, traits, opts: AuditOptions, progress) -> dic
     picked = pick_traits(rows)
     return {"status": "ran", "picked": picked, "notes": notes, "traits": [r.as_dict() for r in rows[:20]],
             "reason": None if picked else "no trait is preferred more by the teacher than by the base (difference interval above 0.01)"}
-
-
-def _collect_flags(results: dict, ctx: AuditContext) -> dict:
-    frames = [r.flags.with_columns(pl.lit(name).alias("detector")) for name, r in results.items() if r.flags.height]
-    if not frames:
-        return {"shown": [], "total": 0}
-    flags = pl.concat(frames, how="vertical_relaxed")
-    keys = ctx.accepted
-    flags = flags.with_columns(
-        pl.struct("detector", "digest", "trait").map_elements(
-            lambda s: (s["detector"], s["digest"], s["trait"]) in keys, return_dtype=pl.Boolean
-        ).alias("accepted") if keys else pl.lit(False).alias("accepted")
-    )
-    # trait flags first (they drive verdicts), then format rejects
-    flags = flags.sort(pl.col("trait").is_null(), "row")
-    shown = flags.head(MAX_FLAGS_IN_REPORT).select("row", "digest", "detector", "trait", "score", "reason", "field", "matches", "excerpt", "accepted")
-    return {"shown": shown.to_dicts(), "total": flags.height}
 
 
 def exit_code(result: dict) -> int:
