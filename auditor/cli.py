@@ -9,9 +9,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from auditor import __version__
+from auditor.dataset.source import DEFAULT_MAX_INPUT_GIB
 from auditor.errors import AuditError
 from auditor.risk import FAIL_ON
 
@@ -39,12 +41,36 @@ class DefaultGroup(click.Group):
             if unknown:
                 _fail(AuditError(f"{source}: unknown setting(s) {', '.join(unknown)}"))
             ctx.default_map = {MAIN: defaults}
-        return super().invoke(ctx)
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except AuditError as err:  # a command that let one through
+            _fail(err)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as err:  # a bug: exit 3 (the verdict is unusable), never a traceback that CI reads as exit 1
+            _internal(err)
 
 
 def _fail(err: AuditError) -> None:
-    click.echo(f"error: {err}", err=True)
+    from auditor.inert import inert
+
+    click.echo(f"error: {inert(str(err))}", err=True)
     sys.exit(err.exit_code)
+
+
+def _internal(err: Exception) -> None:
+    from auditor.inert import inert
+
+    if os.environ.get("TRAIT_AUDIT_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"internal error: {inert(f'{type(err).__name__}: {err}')} (a bug in trait-audit, exit 3; "
+               "set TRAIT_AUDIT_DEBUG=1 to print the traceback)", err=True)
+    sys.exit(3)
 
 
 def _threads() -> None:
@@ -87,6 +113,8 @@ def main():
 @click.option("--completion-field", help="Field holding the completion (overrides auto-detection).")
 @click.option("--split", help="Split of a saved HF datasets folder (default: train).")
 @click.option("--max-row-mib", type=float, default=16, show_default=True, help="Refuse rows larger than this.")
+@click.option("--max-input-gib", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_INPUT_GIB, show_default=True,
+              help="Refuse inputs holding more data than this, counted after decompression (a gzip bomb stops here).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every resampling and sampling step.")
 @click.option("--judge", metavar="REF", help="LLM judge for overt and semantic leaks: openai:MODEL (any OpenAI-compatible endpoint) or a local model. Turns the judge detector on.")
 @click.option("--judge-base-url", metavar="URL", help="Endpoint of an openai: judge (default $TRAIT_AUDIT_JUDGE_BASE_URL, else $OPENAI_BASE_URL).")
@@ -122,22 +150,33 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
     """Audit DATA and write report.json, report.md and report.html."""
     from auditor.baseline import load_baseline
     from auditor.baseline import write_baseline as save_baseline
-    from auditor.reports import write_reports
+    from auditor.flagspool import FlagSpool
+    from auditor.io import refuse_overwrites
+    from auditor.reports import SERIALIZERS, write_reports
     from auditor.reports.terminal import print_summary
     from auditor.runner import AuditOptions, default_out_dir, exit_code, run_audit
+    from auditor.tempfiles import cleanup_on_signals
 
     _threads()
     console = Console(stderr=True, quiet=quiet or print_json)
     opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [], **options)
+    out = out_dir or default_out_dir(data)
     try:
-        with _AuditProgress(console) as shown:
-            result = run_audit(opts, progress=shown.message, events=shown.event)
-        out = out_dir or default_out_dir(data)
-        paths = write_reports(result, out, {"junit": junit_path, "sarif": sarif_path})
-        if write_baseline:
-            previous = load_baseline(write_baseline) if write_baseline.exists() else []
-            count = save_baseline(write_baseline, result["flags"], previous)
-            paths.append(f"{write_baseline} ({count} accepted flags)")
+        # before any work: no output may replace an input (or land inside an input folder)
+        refuse_overwrites(
+            {"DATA": data, "--reference": options.get("reference"), "--baseline": options.get("baseline"),
+             **{f"--traits-file {f}": f for f in options.get("traits_files") or ()}},
+            {**{f"--out ({name})": out / name for name in SERIALIZERS}, "--junit": junit_path, "--sarif": sarif_path,
+             "--export-clean": options.get("export_clean"), "--write-baseline": write_baseline},
+            allowed={("--write-baseline", "--baseline")})
+        with cleanup_on_signals(), FlagSpool() as spool:
+            with _AuditProgress(console) as shown:
+                result = run_audit(opts, progress=shown.message, events=shown.event, spool=spool)
+            paths = write_reports(result, out, {"junit": junit_path, "sarif": sarif_path})
+            if write_baseline:
+                previous = load_baseline(write_baseline) if write_baseline.exists() else []
+                count = save_baseline(write_baseline, spool.trait_flags().collect(engine="streaming").to_dicts(), previous)
+                paths.append(f"{write_baseline} ({count} accepted flags)")
     except AuditError as err:
         _fail(err)
     if print_json:
@@ -170,14 +209,19 @@ class _AuditProgress:
         return self.bar.__exit__(*exc)
 
     def message(self, text: str) -> None:
+        from auditor.inert import inert
+
         # "note: ..." lines stay on screen (e.g. the probe's cost estimate before it spends); the rest update the bar
+        text = inert(text)  # paths and server text: no markup, no escapes, no workflow commands
         if text.startswith("note: "):
-            self.console.print(text, highlight=False)
-        self.bar.update(self.task, description=text.removeprefix("note: "), total=None, completed=0)
+            self.console.print(text, highlight=False, markup=False)
+        self.bar.update(self.task, description=rich_escape(text.removeprefix("note: ")), total=None, completed=0)
 
     def event(self, name: str, **data) -> None:
+        from auditor.inert import inert
+
         if name == "judge_plan":
-            self.console.print(judge_plan_text(data), highlight=False)
+            self.console.print(inert(judge_plan_text(data)), highlight=False, markup=False)
         elif name == "judge_progress":
             self.bar.update(self.task, description="judge calls", total=data["total"], completed=data["done"])
 
@@ -244,9 +288,12 @@ def detectors_command(as_json):
 @click.option("--sarif", "sarif_path", type=click.Path(path_type=Path), help="Also write SARIF 2.1.0: flagged rows as results at the dataset's path and line.")
 def report_command(result_path, out_dir, junit_path, sarif_path):
     """Re-render report.json, report.md and report.html (and JUnit/SARIF when asked) from a saved result."""
-    from auditor.reports import load_result, write_reports
+    from auditor.io import refuse_overwrites
+    from auditor.reports import SERIALIZERS, load_result, write_reports
 
     try:
+        refuse_overwrites({"RESULT.json": result_path},
+                          {**{f"--out ({name})": out_dir / name for name in SERIALIZERS}, "--junit": junit_path, "--sarif": sarif_path})
         result = load_result(result_path)
         paths = write_reports(result, out_dir, {"junit": junit_path, "sarif": sarif_path})
     except AuditError as err:

@@ -17,6 +17,9 @@ def _interval(trait: dict) -> str:
 
 
 def print_summary(result: dict, console: Console, paths: list | None = None) -> None:
+    from auditor.inert import for_rich, inert_result
+
+    result = inert_result(result)  # every string from the result is data: no escapes, no markup, no workflow commands
     data = result["dataset"]
     console.print(f"[bold]trait-audit[/] {data['path']}: {data['rows']} rows ({data['format']}, {data.get('schema', '?')}, profile {data.get('profile', '?')})")
     if data.get("duplicates", {}).get("rows"):
@@ -47,7 +50,7 @@ def print_summary(result: dict, console: Console, paths: list | None = None) -> 
         console.print(f"[dim]{len(quiet)} traits inconclusive: only content detectors ran and found nothing overt, which does not clear hidden transfer.[/]")
     flags = [f for f in result["flags"] if f.get("trait") and not f.get("accepted")]
     if flags:
-        console.print(f"{len(flags)} flagged rows, e.g. " + "; ".join(f"row {f['row']}: {f['reason']}" for f in flags[:3]), markup=False, highlight=False)
+        console.print(f"{len(flags)} flagged rows, e.g. " + "; ".join(f"row {f['row']}: {f['reason']}" for f in flags[:3]), highlight=False)
     judge = next((d for d in result["detectors"] if d["name"] == "judge"), None)
     if judge is not None:
         from auditor.risk import JUDGE_STATEMENT
@@ -69,4 +72,4 @@ def print_summary(result: dict, console: Console, paths: list | None = None) -> 
     failing = f" ({', '.join(gate.get('failing_traits', [])[:8])})" if gate["failed"] else ""
     console.print(f"gate (--fail-on {gate['fail_on']}): {verdict}{failing}")
     for path in paths or []:
-        console.print(f"wrote {path}", highlight=False)
+        console.print(f"wrote {for_rich(path)}", highlight=False)
