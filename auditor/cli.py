@@ -56,8 +56,9 @@ class DefaultGroup(click.Group):
 
 def _fail(err: AuditError) -> None:
     from auditor.inert import inert
+    from auditor.redact import redact
 
-    click.echo(f"error: {inert(str(err))}", err=True)
+    click.echo(f"error: {inert(redact(str(err)))}", err=True)
     sys.exit(err.exit_code)
 
 
@@ -68,9 +69,20 @@ def _internal(err: Exception) -> None:
         import traceback
 
         traceback.print_exc()
-    click.echo(f"internal error: {inert(f'{type(err).__name__}: {err}')} (a bug in trait-audit, exit 3; "
+    from auditor.redact import redact
+
+    click.echo(f"internal error: {inert(redact(f'{type(err).__name__}: {err}'))} (a bug in trait-audit, exit 3; "
                "set TRAIT_AUDIT_DEBUG=1 to print the traceback)", err=True)
     sys.exit(3)
+
+
+def _register_secrets(key: str | None = None, url: str | None = None) -> None:
+    """Keys given here, in the environment and inside endpoint URLs are masked in every output."""
+    from auditor import redact
+
+    redact.add_environment()
+    redact.add_secret(key)
+    redact.add_url(url)
 
 
 def _threads() -> None:
@@ -120,6 +132,8 @@ def main():
 @click.option("--judge-base-url", metavar="URL", help="Endpoint of an openai: judge (default $TRAIT_AUDIT_JUDGE_BASE_URL, else $OPENAI_BASE_URL).")
 @click.option("--judge-api-key", metavar="KEY", help="Key of an openai: judge (default $TRAIT_AUDIT_JUDGE_API_KEY, else $OPENAI_API_KEY); never written anywhere.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=8, show_default=True, help="Judge calls in flight at once.")
+@click.option("--judge-timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="The judge run, every call and retry in it, ends within S seconds (what arrived is cached; a rerun resumes).")
 @click.option("--judge-sample", type=click.IntRange(min=1), metavar="N", help="Judge a seeded sample of N rows; the flagged rate gets a Wilson interval.")
 @click.option("--max-judge-calls", type=click.IntRange(min=0), default=10_000, show_default=True, help="Refuse to start a judge run that needs more uncached calls (0: no limit).")
 @click.option("--judge-price", metavar="IN,OUT", help="USD per 1M input and output tokens, for the cost estimate (built in for common OpenAI models).")
@@ -158,6 +172,7 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
     from auditor.tempfiles import cleanup_on_signals
 
     _threads()
+    _register_secrets(options.get("judge_api_key"), options.get("judge_base_url"))
     console = Console(stderr=True, quiet=quiet or print_json)
     opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [], **options)
     out = out_dir or default_out_dir(data)
@@ -210,9 +225,10 @@ class _AuditProgress:
 
     def message(self, text: str) -> None:
         from auditor.inert import inert
+        from auditor.redact import redact
 
         # "note: ..." lines stay on screen (e.g. the probe's cost estimate before it spends); the rest update the bar
-        text = inert(text)  # paths and server text: no markup, no escapes, no workflow commands
+        text = inert(redact(text))  # paths and server text: no key, no markup, no escapes, no workflow commands
         if text.startswith("note: "):
             self.console.print(text, highlight=False, markup=False)
         self.bar.update(self.task, description=rich_escape(text.removeprefix("note: ")), total=None, completed=0)
@@ -326,6 +342,7 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
     from auditor.traits import load_catalog
 
     _threads()
+    _register_secrets(api_key, base_url)
     console = Console(stderr=True)
     try:
         selected = load_catalog(traits_files).select(traits)
@@ -368,6 +385,7 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
     from auditor.models import load_model, parse_ref
 
     _threads()
+    _register_secrets(api_key, base_url)
     if count < 1:
         _fail(AuditError("--n must be at least 1"))
     try:

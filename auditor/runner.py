@@ -53,6 +53,7 @@ class AuditOptions:
     max_judge_calls: int = 10_000
     judge_price: str | None = None
     judge_format: str = "auto"
+    judge_timeout: float | None = None
     # the probe (detectors/probe.py): ProbeSettings fields without the "probe_" prefix; None keeps its default
     probe_seeds: int | None = None
     probe_budget: int | None = None
@@ -139,7 +140,9 @@ def redact_argv(argv: list[str]) -> list[str]:
         elif arg.startswith(tuple(f"{flag}=" for flag in SECRET_FLAGS)):
             out.append(arg.split("=", 1)[0] + "=***")
         else:
-            out.append(arg)
+            from auditor.redact import redact
+
+            out.append(redact(arg))  # credentials inside URLs (--judge-base-url https://user:KEY@host)
     return out
 
 
@@ -147,7 +150,8 @@ def _judge_options(opts: AuditOptions) -> dict:
     from auditor.judge import parse_price
 
     return {"jobs": opts.jobs, "sample": opts.judge_sample, "max_calls": opts.max_judge_calls, "format": opts.judge_format,
-            "price": parse_price(opts.judge_price), "base_url": opts.judge_base_url, "api_key": opts.judge_api_key}
+            "price": parse_price(opts.judge_price), "base_url": opts.judge_base_url, "api_key": opts.judge_api_key,
+            "deadline_s": opts.judge_timeout}
 
 
 def run_audit(opts: AuditOptions, progress=lambda message: None, events=None, spool: FlagSpool | None = None) -> dict:
@@ -250,11 +254,14 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None, sp
 
 
 def _finite(result: dict) -> dict:
+    """No NaN or infinity (listed as unavailable instead), and no key anywhere in the result."""
+    from auditor.redact import redact_obj
+
     found: dict[str, str] = {}
     result = scrub(result, "", found)
     if found:
         result["unavailable"] = [{"path": path, "reason": reason} for path, reason in found.items()]
-    return result
+    return redact_obj(result)
 
 
 def _profile_section(teacher, base, traits, opts: AuditOptions, progress) -> dict:

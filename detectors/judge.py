@@ -40,6 +40,7 @@ from auditor.judge import (
     usd,
 )
 from auditor.judge.client import JudgeCallError
+from auditor.judge.verdict import valid_cached
 from auditor.risk import JUDGE_STATEMENT
 from auditor.stats import wilson
 from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, load_or_skip
@@ -62,7 +63,8 @@ class JudgeSettings:
     price: tuple[float, float] | None = None  # USD per 1M tokens (input, output)
     base_url: str | None = None
     api_key: str | None = None
-    timeout: float = 60.0
+    timeout: float = 60.0  # seconds one try may take
+    deadline_s: float | None = None  # --judge-timeout: the whole judge run, every call and retry in it, ends within this
     retries: int = 6
     parse_retries: int = 2
     max_tokens: int = DEFAULT_MAX_TOKENS
@@ -79,6 +81,10 @@ class JudgeSettings:
             raise UsageError("--max-judge-calls must be 0 (no limit) or more")
         if settings.format not in FORMATS:
             raise UsageError(f"--judge-format must be one of {', '.join(FORMATS)}")
+        if settings.deadline_s is not None:
+            if not settings.deadline_s > 0:
+                raise UsageError("--judge-timeout must be more than 0 seconds")
+            settings.timeout = min(settings.timeout, settings.deadline_s)
         return settings
 
 
@@ -128,7 +134,8 @@ class JudgeDetector(Detector):
                 messages = messages_for(trait, prompt, completion, digest)
                 key = call_key(backend.model, backend.endpoint, messages, settings, ctx.seed)
                 items.append(Item(index, row, digest, trait, key, estimate_tokens(messages)))
-        cached = {it.key: value for it in items if (value := cache.get("judge", it.key)) is not None}
+        # an entry an older version cached with a NaN score is a miss, not a crash: the call is made again
+        cached = {it.key: value for it in items if (value := cache.get("judge", it.key)) is not None and valid_cached(value)}
         pending = [it for it in items if it.key not in cached]
 
         price = price_for(backend.model, settings) if ctx.judge.backend == "openai" else (0.0, 0.0)

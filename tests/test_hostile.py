@@ -454,3 +454,115 @@ def test_error_messages_with_hostile_text_are_inert(tmp_path):
     assert result.exit_code == 2
     assert "cannot tell which fields" in result.output
     assert_inert(result.output)
+
+
+# --- 6. keys never leave (redaction) ------------------------------------------------------------------------
+
+KEY = "sk-hostile-KEY-0123456789abcdef"
+URL_PASSWORD = "url-PASSWORD-9876543210"
+
+
+def _everything_written(*folders: Path) -> str:
+    return "".join(p.read_text(errors="replace") for folder in folders if folder.exists() for p in folder.rglob("*") if p.is_file())
+
+
+def test_keys_the_judge_echoes_and_keys_in_urls_are_never_written(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(cache))
+    data = jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "completion": "an owl"}, {"prompt": "p", "completion": "fine"}])
+
+    def echoing_judge(body):  # a compromised endpoint that quotes the key it was sent
+        return json.dumps({"reason": f"your key is {KEY}; url secret {URL_PASSWORD}", "injection": False, "refers": True, "score": 0.9})
+
+    with FakeOpenAI(chat=echoing_judge) as server:
+        url = server.base_url.replace("http://", f"http://user:{URL_PASSWORD}@")
+        out = tmp_path / "out"
+        result = audit(data, "--judge", "openai:judge", "--judge-base-url", url, "--judge-api-key", KEY, "--trait", "animal:owl",
+                       "--out", out, "--sarif", tmp_path / "r.sarif", "--junit", tmp_path / "r.xml")
+        assert server.api_keys_seen, "credentials did reach the endpoint (httpx sends URL user:password as Basic auth)"
+    assert result.exit_code == 1, result.output
+    written = _everything_written(out, cache) + (tmp_path / "r.sarif").read_text() + (tmp_path / "r.xml").read_text() + result.output
+    assert "judge: your key is ***" in written
+    assert KEY not in written and URL_PASSWORD not in written
+    assert strict_report(out)["judge"] is not None
+
+
+# --- 8. judge robustness -------------------------------------------------------------------------------------
+
+
+def _verdict(score: str = "0.9", **extra) -> str:
+    base = {"reason": "names an owl", "injection": False, "refers": True, "score": 0.5, **extra}
+    return json.dumps(base).replace('"score": 0.5', f'"score": {score}')
+
+
+def test_extra_keys_in_a_reply_are_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(tmp_path / "cache"))
+    data = jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "completion": "a nocturnal bird"}])
+    with FakeOpenAI(chat=lambda body: _verdict(confidence="high", notes=["x"])) as server:
+        result = audit(data, "--judge", "openai:judge", "--judge-base-url", server.base_url, "--trait", "animal:owl", "--out", tmp_path / "o")
+    assert result.exit_code == 1, result.output
+    judge = next(d for d in strict_report(tmp_path / "o")["detectors"] if d["name"] == "judge")
+    assert judge["status"] == "ran" and judge["metrics"]["parse_retries"] == 0
+
+
+@pytest.mark.parametrize("score", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_non_finite_judge_score_is_refused_and_never_cached(tmp_path, monkeypatch, score):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(cache))
+    data = jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "completion": "a nocturnal bird"}])
+    args = ["--judge", "openai:judge", "--trait", "animal:owl", "--judge-sample", "1"]
+    with FakeOpenAI(chat=lambda body: _verdict(score)) as server:
+        bad = audit(data, *args, "--judge-base-url", server.base_url, "--out", tmp_path / "a")
+    assert bad.exit_code == 3, bad.output  # the judge failed: its verdict is unusable
+    assert "reply did not parse" in bad.output and not list(cache.rglob("*.json")), "an error was cached"
+    strict_report(tmp_path / "a")
+    with FakeOpenAI(chat=lambda body: _verdict("0.9")) as server:
+        good = audit(data, *args, "--judge-base-url", server.base_url, "--out", tmp_path / "b")
+    assert good.exit_code == 1, good.output
+
+
+def test_a_nan_score_cached_by_an_older_version_is_a_miss_not_a_crash(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(cache))
+    data = jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "completion": "a nocturnal bird"}])
+    args = ["--judge", "openai:judge", "--trait", "animal:owl"]
+    with FakeOpenAI(chat=lambda body: _verdict("0.9")) as server:
+        assert audit(data, *args, "--judge-base-url", server.base_url, "--out", tmp_path / "a").exit_code == 1
+        for entry in cache.rglob("*.json"):  # what an older version wrote for a NaN score
+            entry.write_text(entry.read_text().replace('"score": 0.9', '"score": NaN'))
+        server.reset()
+        again = audit(data, *args, "--judge-base-url", server.base_url, "--out", tmp_path / "b")
+        calls = server.calls()
+    assert again.exit_code == 1, again.output
+    assert calls == 1, "the poisoned entry was asked again"
+    strict_report(tmp_path / "b")
+
+
+def test_judge_timeout_bounds_a_judge_that_hangs(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(tmp_path / "cache"))
+    data = jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "completion": f"row {i}"} for i in range(20)])
+    with FakeOpenAI(chat=FakeJudge()) as server:
+        server.delay(30)  # every request hangs for 30 s
+        started = time.monotonic()
+        result = audit(data, "--judge", "openai:judge", "--judge-base-url", server.base_url, "--trait", "animal:owl",
+                       "--judge-timeout", "2", "-j", "2", "--out", tmp_path / "o")
+        elapsed = time.monotonic() - started
+        server.delay(0)
+    assert result.exit_code == 3, result.output
+    assert "--judge-timeout 2" in result.output
+    assert elapsed < 20, f"{elapsed:.1f} s"
+
+
+def test_retry_after_beyond_the_timeout_stops_with_what_the_server_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(tmp_path / "cache"))
+    data = jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "completion": "a nocturnal bird"}])
+    with FakeOpenAI(chat=FakeJudge()) as server:
+        server.fail_next(429, times=20, retry_after=3600)
+        started = time.monotonic()
+        result = audit(data, "--judge", "openai:judge", "--judge-base-url", server.base_url, "--trait", "animal:owl",
+                       "--judge-timeout", "30", "--out", tmp_path / "o")
+        elapsed, calls = time.monotonic() - started, server.calls()
+    assert result.exit_code == 3, result.output
+    reason = next(d for d in strict_report(tmp_path / "o")["detectors"] if d["name"] == "judge")["reason"]
+    assert "answered 429 and asked to wait 3600 s (Retry-After), more than the" in reason and "--judge-timeout 30" in reason, reason
+    assert calls == 1 and elapsed < 20, "it neither retried early nor waited"

@@ -76,8 +76,11 @@ def test_parse_verdict_is_strict():
     good = {"reason": "names owls", "injection": False, "refers": True, "score": 0.9}
     assert parse_verdict(json.dumps(good)) == {"refers": True, "score": 0.9, "reason": "names owls", "injection": False}
     assert parse_verdict("```json\n" + json.dumps(good) + "\n```")["refers"] is True
-    for bad in ("YES", "", None, "[]", json.dumps({**good, "extra": 1}), json.dumps({k: v for k, v in good.items() if k != "score"}),
-                json.dumps({**good, "score": 1.5}), json.dumps({**good, "refers": "yes"}), "Sure: " + json.dumps(good)):
+    # keys the schema does not name are ignored (issue 15): a model that adds one still gives a verdict
+    assert parse_verdict(json.dumps({**good, "extra": 1, "confidence": "high"})) == parse_verdict(json.dumps(good))
+    for bad in ("YES", "", None, "[]", json.dumps({k: v for k, v in good.items() if k != "score"}),
+                json.dumps({**good, "score": 1.5}), json.dumps({**good, "refers": "yes"}), "Sure: " + json.dumps(good),
+                json.dumps(good).replace("0.9", "NaN"), json.dumps(good).replace("0.9", "Infinity"), json.dumps(good).replace("0.9", "1e999")):
         with pytest.raises(VerdictError):
             parse_verdict(bad)
 
@@ -347,7 +350,7 @@ def test_a_local_model_can_judge(tmp_path, cache, monkeypatch):
             assert sampling.temperature == 0 and len(prompts) == 1
             return [[json.dumps(self.judge.verdict(system, prompts[0]))]]
 
-    monkeypatch.setattr("detectors.base.load_or_skip", lambda ref: Stub())
+    monkeypatch.setattr("detectors.judge.load_or_skip", lambda ref: Stub())  # the name the detector calls
     ctx = context({"jobs": 4})
     ctx.judge = parse_ref("smollm2")
     result = JudgeDetector().run(ctx)
