@@ -30,9 +30,10 @@ def iter_batches(frame: pl.LazyFrame, folder: Path, name: str, rows: int = BATCH
     """The frame's rows in order, `rows` at a time: streamed to an IPC file first, then read back batch by
     batch (a slice of a lazy file scan would rescan the file from its start every time)."""
     path = folder / f"{name}.ipc"
-    frame.sink_ipc(path, record_batch_size=rows, engine="streaming")
+    frame.sink_ipc(path, record_batch_size=rows, compression="lz4", engine="streaming")
     try:
-        with pa.memory_map(str(path)) as source:
+        # plain reads, not a memory map: mapped pages of a large spool would stay resident as it is walked
+        with pa.OSFile(str(path)) as source:
             reader = pa.ipc.open_file(source)
             for i in range(reader.num_record_batches):
                 yield pl.from_arrow(reader.get_batch(i))
@@ -66,8 +67,23 @@ class FlagSpool:
     def add(self, detector: str, flags: pl.DataFrame | pl.LazyFrame) -> None:
         path = self.folder / f"{len(self.files):03d}-{detector}.ipc"
         frame = flags.lazy().with_columns(pl.lit(detector).alias("detector")).select(COLUMNS)
-        frame.sink_ipc(path, compression="lz4", engine="streaming")
+        frame.sink_ipc(path, compression="lz4", record_batch_size=BATCH_ROWS, engine="streaming")
         self.files.append(path)
+
+    def _keys(self) -> pl.DataFrame:
+        return pl.DataFrame([list(k) for k in self.accepted], schema={"detector": pl.String, "digest": pl.String, "trait": pl.String},
+                            orient="row").with_columns(pl.lit(True).alias("accepted"))
+
+    def batches(self) -> Iterator[pl.DataFrame]:
+        """Every flag, BATCH_ROWS at a time, with `accepted`: plain reads, so memory holds one batch."""
+        keys = self._keys()
+        for path in self.files:
+            with pa.OSFile(str(path)) as source:
+                reader = pa.ipc.open_file(source)
+                for i in range(reader.num_record_batches):
+                    batch = pl.from_arrow(reader.get_batch(i))
+                    yield (batch.join(keys, on=["detector", "digest", "trait"], how="left", nulls_equal=True, maintain_order="left")
+                           .with_columns(pl.col("accepted").fill_null(False)))
 
     def frame(self) -> pl.LazyFrame:
         """Every flag, with `accepted` (a baseline accepts its detector, digest and trait)."""
@@ -79,19 +95,24 @@ class FlagSpool:
         flags = pl.concat([pl.scan_ipc(path, glob=False) for path in self.files], how="vertical_relaxed")
         if not self.accepted:
             return flags.with_columns(pl.lit(False).alias("accepted"))
-        keys = pl.DataFrame([list(k) for k in self.accepted], schema={"detector": pl.String, "digest": pl.String, "trait": pl.String},
-                            orient="row").with_columns(pl.lit(True).alias("accepted"))
-        return (flags.join(keys.lazy(), on=["detector", "digest", "trait"], how="left", nulls_equal=True, maintain_order="left")
+        return (flags.join(self._keys().lazy(), on=["detector", "digest", "trait"], how="left", nulls_equal=True, maintain_order="left")
                 .with_columns(pl.col("accepted").fill_null(False)))
 
     def sample(self, limit: int) -> list[dict]:
         """At most `limit` flags for the report: trait flags first (they drive verdicts), then by row."""
-        ordered = self.frame().sort(pl.col("trait").is_null(), "row", "detector", "trait", "field", nulls_last=True)
-        return ordered.head(limit).collect(engine="streaming").to_dicts()
+        order = [pl.col("trait").is_null(), "row", "detector", "trait", "field"]
+        best = None
+        for batch in self.batches():  # the best `limit` so far, merged with one batch at a time: memory stays flat
+            merged = batch if best is None else pl.concat([best, batch], how="vertical_relaxed")
+            best = merged.sort(order, nulls_last=True).head(limit)
+        return [] if best is None else best.to_dicts()
 
     def counts(self) -> dict[str, int]:
-        counts = self.frame().select(pl.len().alias("total"), pl.col("accepted").sum().alias("accepted")).collect(engine="streaming")
-        return {"total": int(counts["total"][0]), "accepted": int(counts["accepted"][0] or 0)}
+        total = accepted = 0
+        for batch in self.batches():
+            total += batch.height
+            accepted += int(batch["accepted"].sum())
+        return {"total": total, "accepted": accepted}
 
     def stale(self, entries: list[dict]) -> list[dict]:
         """Baseline entries that no flag of this run matches: the row changed or the problem went away."""

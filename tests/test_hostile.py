@@ -21,6 +21,7 @@ import tracemalloc
 from pathlib import Path
 
 import jsonschema
+import polars as pl
 import pytest
 from click.testing import CliRunner
 from conftest import FIXTURES, ROOT
@@ -159,6 +160,28 @@ def test_one_huge_line_is_refused_while_streaming(tmp_path):
         tracemalloc.stop()
     assert info.value.line == 2 and "row limit" in info.value.problem
     assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB: the line was read whole"
+
+
+def test_a_large_gzip_is_kept_in_pieces_with_the_line_numbers_of_the_whole(tmp_path, monkeypatch):
+    """The decompressed copy is cut into pieces (polars maps what it reads; pieces bound that), numbered as one file."""
+    import auditor.dataset
+
+    monkeypatch.setattr(auditor.dataset, "PIECE_BYTES", 200)
+    monkeypatch.setattr(auditor.dataset, "IN_MEMORY_LIMIT", 0)
+    lines = [json.dumps({"prompt": f"p{i}", "completion": f"c{i}"}).encode() if i % 7 else b"  " for i in range(1, 60)]
+    good = tmp_path / "good.jsonl.gz"
+    good.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    dataset = load_dataset(good)
+    assert len(list(Path(dataset._kept.tmp).iterdir())) > 5
+    frame = dataset.frame.collect()
+    assert frame["row"].to_list() == [i for i in range(1, 60) if i % 7]
+    assert frame.filter(pl.col("row") == 58)["completion"].item() == "c58"
+    lines[44] = b'{"prompt": "p45", "completion": 45}'
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    with pytest.raises(InputError) as info:
+        load_dataset(bad)
+    assert info.value.line == 45 and "must be a string" in info.value.problem and info.value.path == str(bad)
 
 
 def test_a_gzip_bomb_stops_at_the_cap_and_leaves_no_copy(tmp_path, monkeypatch):

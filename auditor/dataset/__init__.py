@@ -29,6 +29,7 @@ __all__ = ["Dataset", "load_dataset", "digest_expr", "digest_text", "DEFAULT_MAX
 
 DEFAULT_MAX_ROW_MIB = 16
 IN_MEMORY_LIMIT = 512 * 2**20  # files up to this size are collected once, larger ones are streamed
+PIECE_BYTES = 64 * 2**20  # a decompressed JSON Lines copy is kept in pieces of about this size
 DUPLICATE_GROUPS_SHOWN = 50
 
 _READERS = {
@@ -80,19 +81,36 @@ class Dataset:
         }
 
 
-def _gunzip(source: Source, inner_suffix: str, checker: ByteChecker) -> tuple[Path, Path]:
+def _gunzip(source: Source, inner_suffix: str, checker: ByteChecker, piece_bytes: int | None = None) -> tuple[list[Path], Path]:
     """Decompress to a private temporary folder, hashing the compressed bytes and checking the decompressed
-    ones as they stream (size cap, row limit). A truncated stream is an input error naming the line reached."""
+    ones as they stream (size cap, row limit). A truncated stream is an input error naming the line reached.
+
+    With piece_bytes (JSON Lines), the copy is cut at line ends into pieces of about that size: polars maps
+    the file it reads into memory, and pieces keep that to one piece at a time rather than the whole file."""
     folder = tempfiles.private_dir()
-    target = folder / f"data{inner_suffix}"
+    pieces = [folder / f"data-{0:05d}{inner_suffix}"]
     digest = hashlib.sha256()
     try:
-        with source.open() as raw, open(target, "wb") as dst:
+        with source.open() as raw:
+            dst = open(pieces[0], "wb")  # noqa: SIM115 (closed below, piece by piece)
+            written = 0
             hashed = _HashingReader(raw, digest)
             with gzip.GzipFile(fileobj=hashed, mode="rb") as src:
                 while chunk := src.read1(CHUNK):  # read1: a read() would drop what it got before the stream ended
                     checker.feed(chunk)
+                    while piece_bytes and written + len(chunk) > piece_bytes:
+                        # end this piece at the last line end within its size (or the first one after it)
+                        cut = (chunk.rfind(b"\n", 0, max(piece_bytes - written, 0)) + 1) or (chunk.find(b"\n") + 1)
+                        if not cut:
+                            break  # the line goes on into the next chunk
+                        dst.write(chunk[:cut])
+                        dst.close()
+                        pieces.append(folder / f"data-{len(pieces):05d}{inner_suffix}")
+                        dst = open(pieces[-1], "wb")  # noqa: SIM115
+                        chunk, written = chunk[cut:], 0
                     dst.write(chunk)
+                    written += len(chunk)
+            dst.close()
             while hashed.read(CHUNK):  # gzip stops at its end marker: the hash covers every byte of the file
                 pass
         checker.finish()
@@ -109,7 +127,7 @@ def _gunzip(source: Source, inner_suffix: str, checker: ByteChecker) -> tuple[Pa
         tempfiles.remove(folder)
         raise
     source.sha256, source.size = digest.hexdigest(), hashed.size
-    return target, folder
+    return [p for p in pieces if p.stat().st_size or p == pieces[0]], folder
 
 
 class _HashingReader:
@@ -197,17 +215,19 @@ def load_dataset(
             checker = ByteChecker(path, text_format=text, max_line_bytes=max_row_bytes if fmt in ("jsonl", "csv") else None,
                                   max_bytes=max_bytes) if fmt != "parquet" or compressed else None
             if compressed:
-                read_from, kept.tmp = _gunzip(source, inner, checker)
+                pieces, kept.tmp = _gunzip(source, inner, checker, PIECE_BYTES if fmt == "jsonl" else None)
                 source.close()  # the private copy holds exactly the bytes hashed
+                read_from = pieces if fmt == "jsonl" else pieces[0]
+                size = sum(p.stat().st_size for p in pieces)
             else:
                 hash_and_check(source, checker)
-                read_from = source.read_path
+                read_from, size = Path(source.read_path), source.size
             if fmt == "parquet" and _parquet_bytes(read_from) > max_bytes:
                 raise InputError(path, f"decompresses to more than {max_input_gib:g} GiB of data (--max-input-gib raises the limit)")
-            raw = _READERS[fmt](Path(read_from), prompt_field, completion_field, max_row_bytes)
+            raw = _READERS[fmt](read_from, prompt_field, completion_field, max_row_bytes)
             raw.path = path  # errors name the file the user gave
             fmt = fmt + (".gz" if compressed else "")
-            size, sha256 = (Path(read_from).stat().st_size if compressed else source.size), source.sha256
+            sha256 = source.sha256
         dataset = _validate(path, fmt, raw, max_row_bytes, in_memory=size <= in_memory_limit, sha256=sha256)
         if dataset.in_memory:  # collected: the bytes read are the bytes hashed, unless the file changed meanwhile
             kept.check_unchanged(path)

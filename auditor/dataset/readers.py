@@ -8,9 +8,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from auditor.dataset import locate
+from auditor.dataset.source import polars_literal
 from auditor.dataset.schema import Layout, chat_dtype, detect_layout, unknown_layout_message
 from auditor.errors import InputError
 
@@ -51,7 +53,9 @@ def read_jsonl(path: Path, prompt_field: str | None, completion_field: str | Non
     lines here is bounded. `layout`: read with this layout instead of detecting one (re-reading an export)."""
     keys: list[str] = []
     first_row = None
-    with open(path, "rb") as handle:
+    pieces = path if isinstance(path, list) else [path]
+    path = pieces[0]  # errors name the first piece; the loader names the user's file instead
+    with locate.open_pieces(pieces) as handle:
         seen = 0
         for number, raw in enumerate(handle, 1):
             problem = locate.check_line(raw.rstrip(b"\n"), None)
@@ -68,25 +72,28 @@ def read_jsonl(path: Path, prompt_field: str | None, completion_field: str | Non
     if layout is None:
         layout = _layout_or_fail(path, keys, first_row or 1, "line", prompt_field, completion_field)
     fields = ["messages"] if layout.chat else layout.string_fields
-    # a field whose value does not start with a quote is not a string: let the exact checker name the problem
+    # a field whose value does not start with a quote is not a string (polars would turn 42 into "42"):
+    # the lines that look so are checked exactly, and the checker names the problem
     suspicious = "|".join(rf'"{f}"\s*:\s*[^"\s]' for f in fields if f != "messages")
     if layout.chat:
         suspicious = r'"content"\s*:\s*[^"\s]|"messages"\s*:\s*[^\[\s]'
-    frame = (
-        pl.scan_lines(path, glob=False)  # a literal path: "data[1].jsonl" must not read data1.jsonl
-        .with_row_index("row", offset=1)
-        .filter(pl.col("line").str.strip_chars() != "")
-        .select(
-            "row",
-            pl.col("line").str.len_bytes().alias("nbytes"),
-            pl.col("line").str.contains(suspicious).alias("suspicious"),
-            pl.col("line").str.json_decode(_struct_dtype(layout)).alias("record"),
-        )
-        .unnest("record")
+    blank, flagged = locate.scan_lines(pieces, suspicious.encode())
+    schema = {"messages": chat_dtype()} if layout.chat else {f: pl.String for f in fields}
+    # scan_ndjson streams (scan_lines and scan_csv read the whole file into memory); it skips blank lines,
+    # so the record index is mapped back to the line number past the blank lines before it
+    frame = pl.scan_ndjson([polars_literal(p) for p in pieces], schema=schema, row_index_name="_record", infer_schema_length=None)
+    row = pl.col("_record").cast(pl.Int64) + 1
+    if len(blank):
+        records_before = pl.Series(blank - np.arange(1, len(blank) + 1), dtype=pl.Int64)  # records before each blank line
+        row = row + pl.lit(records_before).search_sorted(pl.col("_record").cast(pl.Int64), side="right").cast(pl.Int64)
+    frame = frame.select(
+        row.cast(pl.UInt32).alias("row"), *fields,
+        _text_bytes(layout, fields),
+        (row.is_in(pl.Series(flagged, dtype=pl.Int64).implode()) if len(flagged) else pl.lit(False)).alias("suspicious"),
     )
 
     def checker(rows: set[int] | None):
-        return locate.first_bad_line(path, layout, rows)
+        return locate.first_bad_line(pieces, layout, rows)
 
     return RawTable(frame, layout, "line", path, checker)
 

@@ -32,6 +32,11 @@ _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character de
           (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
 
 
+def polars_literal(path: str | Path) -> str:
+    """A path for polars readers that glob with no way to turn it off (scan_ndjson): glob characters bracketed."""
+    return re.sub(r"([*?\[\]])", r"[\1]", str(path))
+
+
 def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
@@ -50,7 +55,7 @@ class Source:
     @property
     def read_path(self) -> str:
         """What readers open: the pinned inode on Linux, else the literal path."""
-        return str(_PROC_FD / str(self.fd)) if _PROC_FD.is_dir() else str(self.path)
+        return str(_PROC_FD / str(self.fd)) if _PROC_FD.is_dir() else polars_literal(self.path)
 
     def open(self):
         """A new binary handle on the same file (its own offset)."""
