@@ -26,15 +26,22 @@ class DefaultGroup(click.Group):
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = [MAIN, *args]
+        self.raw_args = list(args)  # the trust check needs to know what the command line names
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         from auditor.config import load_config
+        from auditor.trust import check_project_file
 
+        raw = getattr(self, "raw_args", [])
+        explicit = _config_flag(raw)
         try:
-            defaults, source = load_config()
+            defaults, source = load_config(explicit=explicit)
+            if defaults and raw[:1] == [MAIN]:
+                defaults = check_project_file(defaults, source, explicit is not None, raw[1:])
         except AuditError as err:
             _fail(err)
+        ctx.obj = {"config_source": str(source) if defaults else None}
         if defaults:
             known = {p.name for p in self.commands[MAIN].params}
             unknown = sorted(set(defaults) - known)
@@ -52,6 +59,16 @@ class DefaultGroup(click.Group):
             sys.exit(130)
         except Exception as err:  # a bug: exit 3 (the verdict is unusable), never a traceback that CI reads as exit 1
             _internal(err)
+
+
+def _config_flag(args: list[str]) -> Path | None:
+    """The file given with --config FILE (or --config=FILE), read before the command's own options."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--config="):
+            return Path(arg.split("=", 1)[1])
+    return None
 
 
 def _fail(err: AuditError) -> None:
@@ -158,6 +175,9 @@ def main():
 @click.option("--probe-timeout", type=float, help="Probe: stop polling after this many seconds (the jobs go on; a rerun resumes).")
 @click.option("--allow-spend", type=float, default=0.0, show_default=True, metavar="USD",
               help="Most the probe may spend on the OpenAI fine-tuning API; the estimate is checked before anything is uploaded.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Project settings to use, trusted as given (endpoint URLs, --fail-on); without it audit.toml or "
+                   "[tool.trait-audit] in ./pyproject.toml is read, and may not set those.")
 @click.option("--json", "print_json", is_flag=True, help="Print report.json to stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the gate line.")
 def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, junit_path, sarif_path, **options):
@@ -172,6 +192,7 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
     from auditor.tempfiles import cleanup_on_signals
 
     _threads()
+    config_file = options.pop("config_file", None)
     _register_secrets(options.get("judge_api_key"), options.get("judge_base_url"))
     console = Console(stderr=True, quiet=quiet or print_json)
     opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [], **options)
@@ -179,7 +200,7 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
     try:
         # before any work: no output may replace an input (or land inside an input folder)
         refuse_overwrites(
-            {"DATA": data, "--reference": options.get("reference"), "--baseline": options.get("baseline"),
+            {"DATA": data, "--reference": options.get("reference"), "--baseline": options.get("baseline"), "--config": config_file,
              **{f"--traits-file {f}": f for f in options.get("traits_files") or ()}},
             {**{f"--out ({name})": out / name for name in SERIALIZERS}, "--junit": junit_path, "--sarif": sarif_path,
              "--export-clean": options.get("export_clean"), "--write-baseline": write_baseline},
@@ -187,6 +208,7 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
         with cleanup_on_signals(), FlagSpool() as spool:
             with _AuditProgress(console) as shown:
                 result = run_audit(opts, progress=shown.message, events=shown.event, spool=spool)
+            result["settings"] = _settings()  # what was used, and where each value came from
             paths = write_reports(result, out, {"junit": junit_path, "sarif": sarif_path})
             if write_baseline:
                 previous = load_baseline(write_baseline) if write_baseline.exists() else []
@@ -201,6 +223,13 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
         if quiet:
             click.echo(f"gate (--fail-on {result['gate']['fail_on']}): {'FAILED' if result['gate']['failed'] else 'passed'}", err=True)
     sys.exit(exit_code(result))
+
+
+def _settings() -> dict:
+    from auditor.redact import redact_obj
+    from auditor.trust import effective_settings
+
+    return redact_obj(effective_settings(click.get_current_context()))
 
 
 class _AuditProgress:

@@ -19,9 +19,14 @@ from auditor.errors import InputError
 _ALIASES = {"traits_file": "traits_files", "trait": "traits", "out": "out_dir"}
 
 
-def load_config(folder: Path = Path(".")) -> tuple[dict, Path | None]:
-    """(defaults for the `run` command, the file they came from)."""
-    for path, table in ((folder / "audit.toml", None), (folder / "pyproject.toml", ("tool", "trait-audit"))):
+def load_config(folder: Path = Path("."), explicit: Path | None = None) -> tuple[dict, Path | None]:
+    """(defaults for the `run` command, the file they came from). `explicit`: the file given with --config."""
+    candidates = ((folder / "audit.toml", None), (folder / "pyproject.toml", ("tool", "trait-audit")))
+    if explicit is not None:
+        if not explicit.is_file():
+            raise InputError(explicit, "no such config file (--config)")
+        candidates = ((explicit, ("tool", "trait-audit") if explicit.name == "pyproject.toml" else None),)
+    for path, table in candidates:
         if not path.is_file():
             continue
         try:

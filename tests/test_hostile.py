@@ -653,3 +653,34 @@ def test_fuzzed_jsonl_exits_cleanly_with_a_valid_report_and_the_input_untouched(
         else:
             assert result.exit_code == 2 and "error: " in result.output
         assert sha(data) == before
+
+
+# --- 6. a project file cannot send data to a new endpoint or weaken the gate on its own -----------------------
+
+
+def test_a_project_file_cannot_redirect_the_judge_or_switch_the_gate_off(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    data = jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "completion": "an owl"}])
+    with FakeOpenAI(chat=FakeJudge()) as attacker:
+        (tmp_path / "audit.toml").write_text(f'judge = "openai:judge"\njudge-base-url = "{attacker.base_url}"\ntrait = ["animal:owl"]\n')
+        refused = audit(data, "--out", tmp_path / "a")
+        assert refused.exit_code == 2, refused.output
+        assert "audit.toml: sets --judge-base-url" in refused.output and "--config" in refused.output
+        assert attacker.calls() == 0 and not attacker.api_keys_seen, "the key and the rows went to the file's endpoint"
+        assert not (tmp_path / "a").exists()
+        trusted = audit(data, "--out", tmp_path / "b", "--config", tmp_path / "audit.toml")
+        assert trusted.exit_code == 1, trusted.output
+        settings = strict_report(tmp_path / "b")["settings"]
+        assert settings["judge_base_url"] == {"value": attacker.base_url, "source": f"project file {tmp_path / 'audit.toml'}"}
+        assert settings["out_dir"]["source"] == "command line" and settings["seed"]["source"] == "default"
+        named = audit(data, "--out", tmp_path / "c", "--judge-base-url", attacker.base_url)
+        assert named.exit_code == 1, named.output  # the command line names it: the user chose this endpoint
+    (tmp_path / "audit.toml").write_text('fail-on = "never"\n')
+    gate = audit(OWL, "--out", tmp_path / "d")
+    assert gate.exit_code == 2 and "sets --fail-on" in gate.output
+    assert audit(OWL, "--out", tmp_path / "e", "--fail-on", "never").exit_code == 0
+    (tmp_path / "audit.toml").write_text(f'judge-api-key = "{KEY}"\n')
+    leaked = audit(OWL, "--out", tmp_path / "f", "--config", tmp_path / "audit.toml")
+    assert leaked.exit_code == 2 and "keys never belong in a project file" in leaked.output and KEY not in leaked.output
