@@ -469,3 +469,30 @@ console.log(JSON.stringify(out));
     proc = subprocess.run(["node", str(path)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [False, "111", "3 of 3 rows match", "100", "001", "101", "2 of 3 rows match", "010"]
+
+
+# ---------------------------------------------------------------- the typed result model
+
+def test_result_model_round_trips_any_schema_valid_result():
+    from auditor.result import Report
+
+    minimal = {"schema_version": 1, "tool": {"name": "trait-audit", "version": "0"}, "dataset": {"path": "d", "format": "jsonl", "rows": 0,
+               "sha256": "0" * 64}, "teacher": None, "base": None, "detectors": [], "traits": [], "flags": [], "gate": {"fail_on": "high", "failed": False}}
+    for result in (sample_result(), xss_result(), minimal, sample_result(flags=make_flags(50), flags_total=50)):
+        back = Report.from_dict(result).to_dict()
+        # same keys in the same order, absent keys stay absent, unknown keys (run.host, ...) come along
+        assert json.dumps(back) == json.dumps(result)
+    report = Report.from_dict(minimal)
+    report.flags_total = 0  # a value code sets later is written, even where the source had no such key
+    assert report.to_dict()["flags_total"] == 0
+
+
+def test_report_content_ignores_run_metadata_only():
+    from report_content import content, differences
+
+    a, b = sample_result(), sample_result()
+    b["created"], b["run"]["duration_s"], b["run"]["argv"] = "later", 1.0, ["other"]
+    b["detectors"][0]["duration_s"] = 99.0
+    assert differences(content(a), content(b)) == []
+    b["traits"][0]["evidence"][0]["summary"] = "changed"
+    assert differences(content(a), content(b)) == ["/traits/0/evidence/0/summary: 'shift 0.02 nats (null p95 0.03)' before, 'changed' after"]

@@ -23,9 +23,11 @@ from report_samples import make_flags, sample_result  # noqa: E402
 
 from auditor.cli import main  # noqa: E402
 from auditor.reports import validate_result  # noqa: E402
-from auditor.reports.html import MAX_FLAGS, render_html, sample_flags  # noqa: E402
+from auditor.reports.html import MAX_FLAGS, render_html  # noqa: E402
 from auditor.reports.junit import fails_gate, render_junit  # noqa: E402
 from auditor.reports.sarif import render_sarif  # noqa: E402
+from auditor.reports.view import sample_flags  # noqa: E402
+from auditor.result import Flag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
@@ -233,13 +235,13 @@ def test_html_size_bound_holds_for_hostile_rows():
 
 
 def test_sampling_gives_each_trait_a_share():
-    flags = make_flags(3000, traits=("a",)) + make_flags(20, traits=("b",)) + make_flags(5, traits=(None,))
+    flags = [Flag.from_dict(f) for f in make_flags(3000, traits=("a",)) + make_flags(20, traits=("b",)) + make_flags(5, traits=(None,))]
     picked = sample_flags(flags, 100)
     by = {}
     for f in picked:
-        by[f["trait"]] = by.get(f["trait"], 0) + 1
+        by[f.trait] = by.get(f.trait, 0) + 1
     assert by == {"a": 75, "b": 20, None: 5}
-    assert sample_flags(flags[:50], 100) == sorted(flags[:50], key=lambda f: (f["accepted"], -f["score"], f["row"]))
+    assert sample_flags(flags[:50], 100) == sorted(flags[:50], key=lambda f: (f.accepted, -f.score, f.row))
 
 
 # ---------------------------------------------------------------- charts from a detector's JSON alone
