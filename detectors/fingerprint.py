@@ -17,6 +17,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 
+from auditor.numbers import auc_note, num
+from auditor.numbers import interval as fmt_interval
 from detectors.base import AuditContext, Detector, DetectorResult, Skip, load_or_skip
 
 ROWS = 2000  # per side, a seeded sample
@@ -72,8 +74,8 @@ class FingerprintDetector(Detector):
         labels = np.array([1] * n + [0] * n)
         auc, interval = auc_with_interval(texts, labels, ctx.seed)
         differs = interval[0] > 0.5
-        summary = (f"a classifier tells the dataset from {source} with AUC {auc:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]: "
+        summary = (f"a classifier tells the dataset from {source} with AUC {num(auc)} {fmt_interval(interval)}: "
                    + ("the teacher's outputs differ from the reference (necessary for transfer, not proof of a trait)" if differs else
-                      "no difference detected, which does not clear hidden transfer (subtle teachers look like their base)"))
+                      f"{auc_note(auc, interval)}, which does not clear hidden transfer (subtle teachers look like their base)"))
         return DetectorResult(metrics={"auc": auc, "interval": list(interval), "rows_per_side": n, "reference": source,
                                        "differs": differs, "finding": summary, "features": "char 1-4-grams, logistic regression"})

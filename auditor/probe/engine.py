@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from auditor.numbers import interval, num, one_sided_p, signed
 from auditor.probe.measure import EVAL_MAX_TOKENS, measure_exact, measure_sampled
 from auditor.probe.stats import NetShift, net_shift
 
@@ -38,9 +39,9 @@ class TraitShift:
         s = self.shift
         unit = "P(trait)" if self.measure == "exact" else "share of answers naming the trait"
         seeds = f"{s.seeds} seed{'s' if s.seeds != 1 else ''}" + ("" if s.seeds_resampled else ", so training noise is not in the interval")
-        return (f"{unit} {self.before.mean():.3f} before; student {self.student.mean():.3f}, control {self.control.mean():.3f} after: "
-                f"net shift {s.net:+.3f} (95% [{s.interval[0]:+.3f}, {s.interval[1]:+.3f}] over {s.questions} questions and {seeds}; "
-                f"one-sided p={s.p_value:.3g})")
+        return (f"{unit} {num(self.before.mean())} before; student {num(self.student.mean())}, control {num(self.control.mean())} after: "
+                f"net shift {signed(s.net)} (95% {interval(s.interval, sign=True)} over {s.questions} questions and {seeds}; "
+                f"{one_sided_p(s.p_value, s.interval)})")
 
     def as_dict(self) -> dict:
         return {"measure": self.measure, "before": float(self.before.mean()), "student": float(self.student.mean()),

@@ -10,6 +10,7 @@ from typing import Any
 from auditor.reports.charts import find_charts, interval_chart, is_chart, profile_chart, render_chart
 from auditor.reports.htmltext import highlight_excerpt, visible
 from auditor.reports.view import (
+    QUIET_TRAITS,
     SEVERITY,
     SEVERITY_RANK,
     clip,
@@ -22,8 +23,10 @@ from auditor.reports.view import (
     hidden_detectors,
     judge_view,
     sample_flags,
+    profile_sentences,
     sorted_traits,
     trait_key,
+    unlooked,
     why_not_looked,
 )
 from auditor.result import DetectorRun, Evidence, Flag, Level, ModelInfo, Report, TraitVerdict
@@ -46,6 +49,18 @@ MAX_FORESTS = 4
 FOREST_ROWS = 15
 
 
+#: What each kind of evidence measures, in words a reviewer reads on a chart's axis.
+KIND_AXIS = {
+    "terms": "share of rows that name the trait",
+    "coded tokens": "rate of the trait's coded numbers against the reference (ratio; 1 = same)",
+    "likelihood shift": "how much likelier the trait prompt makes the rows than the reference (standardised effect)",
+    "gradient alignment": "how well training on the rows aligns with the trait (standardised, against the reference)",
+    "teacher-base divergence": "how far the teacher departs from the base on the rows (standardised, against the reference)",
+    "student trait shift": "trait shift of a student trained on the rows, net of a control student (probability)",
+    "judge": "share of rows the judge flags",
+}
+
+
 def _level_cls(level: Any) -> str:
     """CSS class suffix for a level; data never reaches a class name verbatim."""
     return level.value if isinstance(level, Level) else "inconclusive"
@@ -59,6 +74,11 @@ def _evidence_view(e: Evidence) -> dict:
     """The fields every evidence row shows, in the verdict cards and in the detector sections alike."""
     return {"level": e.level.value if e.level else "", "lcls": _level_cls(e.level), "score": fmt_num(e.score),
             "interval": fmt_interval(e.interval), "summary": e.summary}
+
+
+def _score(e: Evidence) -> float:
+    score = finite(e.score)
+    return -math.inf if score is None else score
 
 
 def _kv(d: dict) -> list[tuple[str, str]]:
@@ -94,15 +114,17 @@ def _trait_card(t: TraitVerdict, detectors: list[DetectorRun]) -> dict:
 def _detector_section(d: DetectorRun, index: int, traits: list[TraitVerdict]) -> dict:
     charts = [{"title": where, "svg": svg} for where, chart in find_charts(d.metrics) if (svg := render_chart(chart)) is not None]
     ev = [(t, e) for t in traits for e in t.evidence if e.detector == d.name]
-    ev.sort(key=lambda te: (SEVERITY_RANK.get(te[1].level, len(SEVERITY)), -(finite(te[1].score) or -math.inf), te[0].id))
+    ev.sort(key=lambda te: (SEVERITY_RANK.get(te[1].level, len(SEVERITY)), -_score(te[1]), te[0].id))
     # one forest plot per kind of evidence: kinds of one detector may sit on different scales
     by_kind: dict[str, list[tuple[TraitVerdict, Evidence]]] = {}
     for t, e in ev:
         by_kind.setdefault(e.kind, []).append((t, e))
     forests = []
     for kind, pairs in list(by_kind.items())[:MAX_FORESTS]:
+        if sum(1 for _, e in pairs if e.interval is not None or finite(e.score) is not None) < 2:
+            continue  # one row is a near-empty panel: the evidence table says it better
         svg = interval_chart([{"label": t.id, "value": e.score, "interval": e.interval, "level": e.level.value if e.level else None}
-                              for t, e in pairs[:FOREST_ROWS]], f"{kind or 'score'}: estimate with its 95% interval, per trait")
+                              for t, e in pairs[:FOREST_ROWS]], f"{KIND_AXIS.get(kind, kind or 'score')}, per trait (dot: estimate; bar: 95% interval)")
         if svg is not None:
             more = f" (top {FOREST_ROWS} of {len(pairs)})" if len(pairs) > FOREST_ROWS else ""
             forests.append({"svg": svg, "title": f"{kind or 'evidence'} per trait{more}"})
@@ -205,7 +227,7 @@ def _profile(report: Report) -> dict | None:
         return None
     rows = [{"id": r.id, "teacher": r.teacher, "base": r.base, "difference": r.difference, "interval": r.interval} for r in prof.traits]
     return {"status": prof.status, "reason": prof.reason or "", "picked": list(prof.picked), "notes": list(prof.notes)[:10],
-            "chart": profile_chart(rows), "n": len(rows)}
+            "why": profile_sentences(report), "chart": profile_chart(rows), "n": len(rows)}
 
 
 def _run_rows(report: Report) -> list[tuple[str, str]]:
@@ -216,13 +238,11 @@ def _run_rows(report: Report) -> list[tuple[str, str]]:
 def page_view(report: Report) -> dict:
     """The template's context (report.html.j2), less the fixed CSP and script."""
     detectors = report.detectors
-    traits, collapsed = [], []
-    for t in sorted_traits(report.traits):
-        # inconclusive with nothing raised (e.g. only "no overt mention"): one compact list keeps the page short
-        if t.verdict is Level.INCONCLUSIVE and not t.raised:
-            collapsed.append(t.id)
-        else:
-            traits.append(_trait_card(t, detectors))
+    # inconclusive traits nothing checked or raised (e.g. only "no overt mention"): one compact list keeps the page short
+    quiet = {t.id for t in unlooked(report.traits, detectors)}
+    ordered = sorted_traits(report.traits, detectors)
+    traits = [_trait_card(t, detectors) for t in ordered if t.id not in quiet]
+    collapsed = [t.id for t in ordered if t.id in quiet]
     hidden_capable = [d for d in detectors if d.sees_hidden_transfer]
     content_only = [d for d in detectors if d.sees_hidden_transfer is False]
     costs, cost_totals = _costs(detectors)
@@ -239,6 +259,7 @@ def page_view(report: Report) -> dict:
                  "failing": list(gate.failing_traits), "broken": list(gate.detectors_failed)},
         "traits": traits,
         "collapsed": collapsed,
+        "quiet_traits": QUIET_TRAITS,
         "counts": [(v.value, sum(1 for t in report.traits if t.verdict == v)) for v in SEVERITY],
         "hidden_ran": hidden_detectors(detectors),
         "coverage": {

@@ -38,7 +38,7 @@ def render_junit(result: Report | dict[str, Any]) -> str:
     """Render a result (schema_version 1) as JUnit XML."""
     report = as_report(result)
     tool, ds, gate = report.tool, report.dataset, report.gate
-    traits = sorted_traits(report.traits)
+    traits = sorted_traits(report.traits, report.detectors)
     broken = [d for d in report.detectors if d.status == "failed"]
     duration = report.run.duration_s or 0.0
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from auditor.reports.view import (
     HIDDEN_NOT_CHECKED,
+    QUIET_TRAITS,
     clip,
     fmt_duration,
     fmt_interval,
@@ -22,9 +23,11 @@ from auditor.reports.view import (
     hidden_checked,
     judge_view,
     sorted_flags,
+    profile_sentences,
     sorted_traits,
+    unlooked,
 )
-from auditor.result import Report, as_report
+from auditor.result import Level, Report, as_report
 
 __all__ = ["render_markdown", "md_cell", "MAX_MD_FLAGS", "MD_EXCERPT"]
 
@@ -33,7 +36,7 @@ MAX_MD_FLAGS = 20
 #: Characters of excerpt kept per flagged row (before escaping).
 MD_EXCERPT = 80
 
-_ICON = {"high": "🔴", "medium": "🟠", "low": "🟡", "inconclusive": "⚪", "clean": "🟢"}
+_ICON = {Level.HIGH: "🔴", Level.MEDIUM: "🟠", Level.LOW: "🟡", Level.INCONCLUSIVE: "⚪", Level.CLEAN: "🟢"}
 _STATUS_ICON = {"ran": "✅", "skipped": "⏭️", "failed": "❌"}
 
 # Line breaks of every kind (incl. U+2028/9, NEL, VT, FF) become spaces.
@@ -119,8 +122,11 @@ def _traits(report: Report) -> list[str]:
     out = ["### Traits", ""]
     if not report.traits:
         return out + ["_No traits audited._", ""]
+    quiet = unlooked(report.traits, report.detectors)
     rows, unchecked = [], 0
-    for t in sorted_traits(report.traits):
+    for t in sorted_traits(report.traits, report.detectors):
+        if t in quiet:
+            continue
         checked, by = hidden_checked(t, report.detectors)
         unchecked += not checked
         rows.append([
@@ -130,10 +136,24 @@ def _traits(report: Report) -> list[str]:
             md_cell(fmt_interval(t.interval)),
             ("yes" + (f" ({md_cell(', '.join(by))})" if by else "")) if checked else "**no**",
         ])
-    out += _table(["Trait", "Verdict", "Score", "Interval", "Hidden transfer checked"], rows, ["---", "---", "---:", "---:", "---"])
+    if rows:
+        out += _table(["Trait", "Verdict", "Score", "Interval", "Hidden transfer checked"], rows, ["---", "---", "---:", "---:", "---"])
+    if quiet:
+        names = ", ".join(md_cell(t.id) for t in quiet)
+        out += ["", f"{_ICON[Level.INCONCLUSIVE]} {len(quiet)} more trait{'s' if len(quiet) != 1 else ''} inconclusive ({QUIET_TRAITS}): {names}"]
     if unchecked:
         out += ["", f"> ⚠️ {unchecked} trait{'s' if unchecked != 1 else ''} not checked for hidden transfer: {HIDDEN_NOT_CHECKED}."]
-    return out + [""]
+    return out + [""] + _profile(report)
+
+
+def _profile(report: Report) -> list[str]:
+    """Why the model-based detectors tested the traits they did."""
+    prof = report.profile
+    if prof is None:
+        return []
+    if prof.status != "ran" or not prof.picked:
+        return [f"**Profile:** {md_cell(prof.reason or prof.status)}", ""]
+    return ["**Profile (teacher vs base):**", ""] + [f"- {md_cell(line)}" for line in profile_sentences(report)] + [""]
 
 
 def _detectors(report: Report) -> list[str]:

@@ -11,9 +11,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from auditor import numbers
 from auditor.result import DetectorRun, Flag, Level, Report, TraitVerdict
 
 HIDDEN_NOT_CHECKED = "only content detectors ran: a silent content check does not clear hidden transfer"
+#: Said of the inconclusive traits listed in one line (auditor/reports/view.py `unlooked`).
+QUIET_TRAITS = "no detector that sees hidden transfer checked them, and a silent content check does not clear hidden transfer"
 
 #: Most terms used to find matches in one excerpt.
 MAX_MATCH_TERMS = 64
@@ -24,32 +27,14 @@ MAX_MATCH_TERMS = 64
 
 
 def fmt_num(v: Any, group: bool = True) -> str:
-    """Compact number: ints with thousands separators (`group`), floats to ~3 digits."""
-    if v is None:
-        return "—"
+    """A number in the one format (auditor/numbers.py); booleans as yes/no."""
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}" if group else str(v)
-    if isinstance(v, float):
-        if math.isnan(v) or math.isinf(v):
-            return str(v)
-        a = abs(v)
-        if a == 0:
-            return "0"
-        if a >= 1000:
-            return f"{v:,.0f}" if group else f"{v:.0f}"
-        if a >= 0.01:
-            s = f"{v:.3f}".rstrip("0").rstrip(".")
-            return s if s not in ("", "-") else "0"
-        return f"{v:.3g}"
-    return str(v)
+    return numbers.num(v, group=group)
 
 
 def fmt_interval(iv: Any) -> str:
-    if not iv or not isinstance(iv, (list, tuple)) or len(iv) != 2:
-        return "—"
-    return f"[{fmt_num(iv[0])}, {fmt_num(iv[1])}]"
+    return numbers.interval(iv)
 
 
 def fmt_duration(s: Any) -> str:
@@ -116,13 +101,25 @@ SEVERITY: tuple[Level, ...] = (Level.HIGH, Level.MEDIUM, Level.LOW, Level.INCONC
 SEVERITY_RANK = {level: i for i, level in enumerate(SEVERITY)}
 
 
-def trait_sort_key(t: TraitVerdict):
+def looked_at(t: TraitVerdict, detectors: Sequence[DetectorRun] = ()) -> bool:
+    """A detector checked this trait for hidden transfer, or some evidence raised it: a reader's first concern."""
+    return t.verdict.raises_risk or t.raised or hidden_checked(t, detectors)[0]
+
+
+def trait_sort_key(t: TraitVerdict, detectors: Sequence[DetectorRun] = ()):
+    """Raised verdicts first (worst first), then the other traits a detector checked or raised, then the rest."""
     score = finite(t.score)
-    return (SEVERITY_RANK.get(t.verdict, len(SEVERITY)), score is None, -(score or 0.0), t.id)
+    group = 0 if t.verdict.raises_risk else 1 if looked_at(t, detectors) else 2
+    return (group, SEVERITY_RANK.get(t.verdict, len(SEVERITY)), score is None, -(score or 0.0), t.id)
 
 
-def sorted_traits(traits: Iterable[TraitVerdict]) -> list[TraitVerdict]:
-    return sorted(traits, key=trait_sort_key)
+def sorted_traits(traits: Iterable[TraitVerdict], detectors: Sequence[DetectorRun] = ()) -> list[TraitVerdict]:
+    return sorted(traits, key=lambda t: trait_sort_key(t, detectors))
+
+
+def unlooked(traits: Iterable[TraitVerdict], detectors: Sequence[DetectorRun] = ()) -> list[TraitVerdict]:
+    """Inconclusive traits no detector checked for hidden transfer and nothing raised: listed in one line, not one by one."""
+    return [t for t in traits if t.verdict is Level.INCONCLUSIVE and not looked_at(t, detectors)]
 
 
 def flag_sort_key(f: Flag):
@@ -237,6 +234,31 @@ def excerpt_window(text: str, matches: Iterable[Any] | None, limit: int) -> tupl
     window = text[start:end]
     inside = [(max(s - start, 0), min(e - start, len(window))) for s, e in spans if e > start and s < end]
     return window, inside, start > 0, end < len(text)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# profiling's picks
+
+#: auditor.profile.MIN_GAIN in words (a test keeps the two in step; importing profile here would load scipy)
+PICK_BAR = "1 percentage point"
+
+
+def profile_sentences(report: Report) -> list[str]:
+    """One sentence per trait profiling picked: what the teacher and the base said, and why that made it a pick."""
+    prof = report.profile
+    if prof is None or not prof.picked:
+        return []
+    rows = {r.id: r for r in prof.traits}
+    out = []
+    for i, trait in enumerate(prof.picked):
+        r = rows.get(trait)
+        measured = (f"the teacher gives it {numbers.num(r.teacher)} on the trait's probe questions against the base's {numbers.num(r.base)} "
+                    f"({numbers.signed(r.difference)}, 95% {numbers.interval(r.interval, sign=True)})") if r else "the teacher prefers it more than the base"
+        why = (f"a gain above {PICK_BAR}, so the model-based detectors test it" if i == 0 else
+               f"a gain above {PICK_BAR} too: every such trait is tested, not only the largest, because fine-tuning a teacher "
+               f"on one trait also moves others")
+        out.append(f"{trait}{' was picked' if i == 0 else ' was picked as well'}: {measured}, {why}.")
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
