@@ -265,6 +265,8 @@ def _with_new_detector() -> dict:
     })
     r["traits"][1]["evidence"].append({"detector": "probe-x", "kind": "student shift", "score": 0.21, "interval": [0.12, 0.3],
                                        "level": "medium", "summary": "student +0.21 over control"})
+    r["traits"][2]["evidence"].append({"detector": "probe-x", "kind": "student shift", "score": -0.01, "interval": [-0.04, 0.02],
+                                       "summary": "student -0.01 against control"})
     return r
 
 

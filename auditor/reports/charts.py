@@ -213,7 +213,7 @@ def profile_chart(rows: Sequence[Mapping[str, Any]]) -> Markup | None:
         items.append((r.get("id"), t, b, _num(r.get("difference")), r.get("interval")))
     if not items:
         return None
-    left, right, top, rh = 150, W - 150, 22, 18
+    left, right, top, rh = 150, W - 235, 22, 18  # the right margin holds "+0.0312 [+7.38e-27, +0.0583]"
     height = top + rh * len(items) + 32
     hi = max(1e-9, max(max(t, b) for _, t, b, _, _ in items))
     hi = 1.0 if hi > 0.5 else min(1.0, hi * 1.15)

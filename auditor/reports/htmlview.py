@@ -121,8 +121,9 @@ def _detector_section(d: DetectorRun, index: int, traits: list[TraitVerdict]) ->
         by_kind.setdefault(e.kind, []).append((t, e))
     forests = []
     for kind, pairs in list(by_kind.items())[:MAX_FORESTS]:
-        if sum(1 for _, e in pairs if e.interval is not None or finite(e.score) is not None) < 2:
-            continue  # one row is a near-empty panel: the evidence table says it better
+        drawn = {(e.score, e.interval) for _, e in pairs if e.interval is not None or finite(e.score) is not None}
+        if len(drawn) < 2:
+            continue  # one row, or rows that all say the same ("0 [0, 0.025]"), is a near-empty panel: the table says it
         svg = interval_chart([{"label": t.id, "value": e.score, "interval": e.interval, "level": e.level.value if e.level else None}
                               for t, e in pairs[:FOREST_ROWS]], f"{KIND_AXIS.get(kind, kind or 'score')}, per trait (dot: estimate; bar: 95% interval)")
         if svg is not None:
