@@ -93,6 +93,6 @@ def auc_note(auc: Any, iv: Any) -> str:
     if low is not None and low > 0.5:
         return "the classifier tells them apart: the teacher's outputs differ from the reference"
     if high is not None and high < 0.5:
-        return ("below chance (0.5): cross-validation gives AUCs under 0.5 when a classifier cannot tell two samples "
-                "apart, so this means no detectable difference, not a signal")
+        return ("below chance (0.5), as cross-validation gives when a classifier cannot tell two samples apart: "
+                "no detectable difference, not a signal")
     return "no difference detected"

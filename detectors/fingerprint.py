@@ -76,6 +76,6 @@ class FingerprintDetector(Detector):
         differs = interval[0] > 0.5
         summary = (f"a classifier tells the dataset from {source} with AUC {num(auc)} {fmt_interval(interval)}: "
                    + ("the teacher's outputs differ from the reference (necessary for transfer, not proof of a trait)" if differs else
-                      f"{auc_note(auc, interval)}, which does not clear hidden transfer (subtle teachers look like their base)"))
+                      f"{auc_note(auc, interval)}; that does not clear hidden transfer (subtle teachers look like their base)"))
         return DetectorResult(metrics={"auc": auc, "interval": list(interval), "rows_per_side": n, "reference": source,
                                        "differs": differs, "finding": summary, "features": "char 1-4-grams, logistic regression"})

@@ -151,7 +151,7 @@ def histogram_chart_svg(chart: Mapping[str, Any]) -> Markup | None:
         return None
     left, right, top, plot_h = 56, W - 12, 22, 150
     outside = _outside(chart.get("outside"), [label for label, _, _ in series])
-    height = top + plot_h + 36 + (14 if outside else 0)
+    height = top + plot_h + 36 + 14 * len(outside)
     lo, hi = edges[0], edges[-1]
     peak = max(max(s[1]) for s in series) or 1.0
 
@@ -184,10 +184,9 @@ def histogram_chart_svg(chart: Mapping[str, Any]) -> Markup | None:
             k, lx, lx + 14, _clip_label(f"{label} (n={shown})", 30)))
     body.append(Markup('<text class="ax" x="{}" y="{}" text-anchor="middle">{}</text>').format(
         _f((left + right) / 2), _f(top + plot_h + 30), _clip_label(chart.get("x") or "", 100)))
-    if outside:
-        words = "; ".join(f"{label}: {below} below {_tick(lo)}, {above} above {_tick(hi)}" for label, (below, above) in outside.items())
-        body.append(Markup('<text class="tk" x="{}" y="{}" text-anchor="middle">{}</text>').format(
-            _f((left + right) / 2), _f(height - 4), _clip_label(f"outside the drawn range (1st to 99th percentile), not drawn: {words}", 120)))
+    for i, (label, (below, above)) in enumerate(outside.items()):  # the range is the bulk: say what lies beyond it
+        body.append(Markup('<text class="tk" x="{}" y="{}">{}</text>').format(left, _f(top + plot_h + 44 + 14 * i), _clip_label(
+            f"not drawn, beyond the 1st-99th percentile: {label}, {below} below {_tick(lo)} and {above} above {_tick(hi)}", 100)))
     return _svg(height, body, str(chart.get("x") or "distribution"))
 
 

@@ -121,13 +121,12 @@ def _detector_section(d: DetectorRun, index: int, traits: list[TraitVerdict]) ->
         by_kind.setdefault(e.kind, []).append((t, e))
     forests = []
     for kind, pairs in list(by_kind.items())[:MAX_FORESTS]:
-        drawn = {(e.score, e.interval) for _, e in pairs if e.interval is not None or finite(e.score) is not None}
-        if len(drawn) < 2:
+        rows = _forest_rows(pairs)
+        if len(rows) < 2:
             continue  # one row, or rows that all say the same ("0 [0, 0.025]"), is a near-empty panel: the table says it
-        svg = interval_chart([{"label": t.id, "value": e.score, "interval": e.interval, "level": e.level.value if e.level else None}
-                              for t, e in pairs[:FOREST_ROWS]], f"{KIND_AXIS.get(kind, kind or 'score')}, per trait (dot: estimate; bar: 95% interval)")
+        svg = interval_chart(rows[:FOREST_ROWS], f"{KIND_AXIS.get(kind, kind or 'score')}, per trait (dot: estimate; bar: 95% interval)")
         if svg is not None:
-            more = f" (top {FOREST_ROWS} of {len(pairs)})" if len(pairs) > FOREST_ROWS else ""
+            more = f" (top {FOREST_ROWS} of {len(rows)} rows)" if len(rows) > FOREST_ROWS else ""
             forests.append({"svg": svg, "title": f"{kind or 'evidence'} per trait{more}"})
     return {
         "name": d.name, "anchor": f"det-{index}", "status": d.status, "scls": _status_cls(d.status), "reason": d.reason or "",
@@ -138,6 +137,21 @@ def _detector_section(d: DetectorRun, index: int, traits: list[TraitVerdict]) ->
         "cost": fmt_value(d.cost) if d.cost else "",
         "duration": fmt_duration(d.duration_s) if d.duration_s is not None else "",
     }
+
+
+def _forest_rows(pairs: list[tuple[TraitVerdict, Evidence]]) -> list[dict]:
+    """A forest plot's rows, in order; traits whose estimate and interval are the same (say 41 traits at "0 [0, 0.025]")
+    share one row, labelled with how many they are, instead of filling the panel with copies."""
+    alike: dict[tuple, list[str]] = {}
+    for t, e in pairs:
+        if e.interval is not None or finite(e.score) is not None:
+            alike.setdefault((e.score, e.interval, e.level), []).append(t.id)
+    rows = []
+    for (score, interval, level), ids in alike.items():
+        label = ids[0] if len(ids) < 3 else f"{len(ids)} traits alike"
+        rows += [{"label": i, "value": score, "interval": interval, "level": level.value if level else None}
+                 for i in (ids if len(ids) < 3 else [label])]
+    return rows
 
 
 def _flag_row(f: Flag, others: list[Flag]) -> dict:

@@ -96,8 +96,8 @@ def print_summary(result: Report | dict[str, Any], console: Console, paths: list
         if judge.ran:
             usd = f", about ${cost['usd']:,.4f}" if cost.get("usd") is not None else ""
             _line(console, f"judge: {fmt_num(cost.get('calls', 0))} calls, {fmt_num(cost.get('cache_hits', 0))} cached, "
-                           f"{fmt_num(cost.get('total_tokens', 0))} tokens{usd}")
-        _line(console, (JUDGE_STATEMENT, "yellow"))
+                           f"{fmt_num(cost.get('total_tokens', 0))} tokens{usd}", hang=INDENT)
+        _line(console, (JUDGE_STATEMENT, "yellow"), hang=INDENT)
 
     prof = report.profile
     if prof and prof.status == "ran":
@@ -105,7 +105,7 @@ def print_summary(result: Report | dict[str, Any], console: Console, paths: list
         for sentence in profile_sentences(report) or [prof.reason or "no trait picked"]:
             _line(console, sentence, indent=2, hang=INDENT + 2)
     elif prof:
-        _line(console, (f"profile skipped: {prof.reason}", "dim"))
+        _line(console, (f"profile skipped: {prof.reason}", "dim"), hang=INDENT)
 
     gate = report.gate
     failing = f" ({', '.join(gate.failing_traits[:8])})" if gate.failed else ""
