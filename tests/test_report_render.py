@@ -634,3 +634,15 @@ def test_no_single_row_forest_panels():
     r["traits"][3]["evidence"] = []  # now the judge speaks about one trait only: no one-row panel
     html = render_html(r)
     assert "<svg" not in section(html, "judge") and "Evidence table (1)" in section(html, "judge")
+
+
+def test_forest_rows_that_say_the_same_share_one_row():
+    r = sample_result()
+    for i, t in enumerate(r["traits"][3:], 3):  # political-slant and the two quiet ones: lexical says "0 [0, 0.05]" of each
+        t["evidence"].append({"detector": "lexical", "kind": "content", "score": 0.0, "interval": [0.0, 0.05], "summary": f"none {i}"})
+    html = render_html(r)
+    lexical = html[html.index('data-detector="lexical"'):]
+    lexical = lexical[: lexical.index("</section>")]
+    chart = lexical[lexical.index("<svg"): lexical.index("</svg>")]
+    assert "3 traits alike" in chart and "language-shift" not in chart
+    assert chart.count('<circle class="pt') == 3  # owl-preference, misalignment, and the three alike as one row
