@@ -131,6 +131,7 @@ def _detector_section(d: DetectorRun, index: int, traits: list[TraitVerdict]) ->
     return {
         "name": d.name, "anchor": f"det-{index}", "status": d.status, "scls": _status_cls(d.status), "reason": d.reason or "",
         "hidden": d.sees_hidden_transfer, "description": d.description,
+        "finding": str(d.metrics.get("finding") or "") if d.ran else "",
         "metrics": _kv(_strip_charts(d.metrics))[:MAX_METRIC_ROWS], "metrics_more": max(0, len(d.metrics) - MAX_METRIC_ROWS),
         "charts": charts, "forests": forests,
         "evidence": [{"trait": t.id, **_evidence_view(e)} for t, e in ev[:MAX_EVIDENCE_ROWS]], "evidence_total": len(ev),

@@ -165,9 +165,9 @@ def _detectors(report: Report) -> list[str]:
         f"{_STATUS_ICON.get(d.status, '')} {md_cell(d.status)}".strip(),
         "yes" if d.sees_hidden_transfer else "no",
         fmt_duration(d.duration_s) if d.duration_s is not None else "—",
-        md_cell(d.reason, 200) if d.reason else "",
+        md_cell(d.reason or d.metrics.get("finding") or "", 200),  # why it did not run, or its dataset-level finding
     ] for d in report.detectors]
-    return out + _table(["Detector", "Status", "Sees hidden transfer", "Time", "Reason"], rows, ["---", "---", "---", "---:", "---"]) + [""]
+    return out + _table(["Detector", "Status", "Sees hidden transfer", "Time", "Note"], rows, ["---", "---", "---", "---:", "---"]) + [""]
 
 
 def _judge(report: Report) -> list[str]:
