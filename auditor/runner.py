@@ -203,9 +203,9 @@ def _assemble_report(opts: AuditOptions, ctx: AuditContext, entries: list[dict],
         evidence = [e for r in results.values() for e in r.evidence if e.trait == trait.id]
         verdict = decide(evidence, hidden, truth)
         traits.append(TraitVerdict(
-            id=trait.id, family=trait.family, verdict=verdict.verdict, score=verdict.score, interval=verdict.interval,
+            id=trait.id, family=trait.family, verdict=verdict.verdict, score=verdict.score, interval=_pair(verdict.interval),
             hidden_transfer_checked=verdict.hidden_transfer_checked, rationale=verdict.rationale,
-            evidence=[Evidence(detector=e.detector, kind=e.kind, score=e.score, interval=e.interval, summary=e.summary,
+            evidence=[Evidence(detector=e.detector, kind=e.kind, score=e.score, interval=_pair(e.interval), summary=e.summary,
                                level=Level.parse(e.level)) for e in evidence],
         ))
 
@@ -238,6 +238,10 @@ def _assemble_report(opts: AuditOptions, ctx: AuditContext, entries: list[dict],
 
         report.export = ExportInfo.from_dict(export_clean(dataset, report.to_dict(), Path(opts.export_clean)))
     return report
+
+
+def _pair(interval) -> tuple[float, float] | None:
+    return tuple(interval) if interval else None
 
 
 def _model_info(ref) -> ModelInfo | None:
