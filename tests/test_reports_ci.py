@@ -287,5 +287,5 @@ def test_new_detector_evidence_and_charts_show_up_generically():
 def test_sample_result_charts_profile_and_histogram():
     html = render_html(sample_result())
     assert "trait profile: teacher vs base" in html and "+0.636 [+0.593, +0.676]" in html
-    assert "traits › owl-preference › distribution" in html
+    assert "<figcaption>owl-preference</figcaption>" in html  # "traits › owl-preference › distribution", said shortly
     assert "dataset rows (n=200)" in html and "reference rows (n=200)" in html

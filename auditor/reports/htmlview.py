@@ -112,7 +112,7 @@ def _trait_card(t: TraitVerdict, detectors: list[DetectorRun]) -> dict:
 
 
 def _detector_section(d: DetectorRun, index: int, traits: list[TraitVerdict]) -> dict:
-    charts = [{"title": where, "svg": svg} for where, chart in find_charts(d.metrics) if (svg := render_chart(chart)) is not None]
+    charts = [{"title": _chart_title(where), "svg": svg} for where, chart in find_charts(d.metrics) if (svg := render_chart(chart)) is not None]
     ev = [(t, e) for t in traits for e in t.evidence if e.detector == d.name]
     ev.sort(key=lambda te: (SEVERITY_RANK.get(te[1].level, len(SEVERITY)), -_score(te[1]), te[0].id))
     # one forest plot per kind of evidence: kinds of one detector may sit on different scales
@@ -138,6 +138,14 @@ def _detector_section(d: DetectorRun, index: int, traits: list[TraitVerdict]) ->
         "cost": fmt_value(d.cost) if d.cost else "",
         "duration": fmt_duration(d.duration_s) if d.duration_s is not None else "",
     }
+
+
+def _chart_title(where: str) -> str:
+    """A chart's place in the metrics as a caption: "traits › animal:owl › distribution" reads "animal:owl"."""
+    parts = where.split(" › ")
+    parts = parts[1:] if len(parts) > 1 and parts[0] == "traits" else parts
+    parts = parts[:-1] if len(parts) > 1 and parts[-1] == "distribution" else parts
+    return " › ".join(parts) if parts != ["distribution"] else "all rows scored"
 
 
 def _forest_rows(pairs: list[tuple[TraitVerdict, Evidence]]) -> list[dict]:
