@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from auditor.stats import histogram_chart
 from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, load_or_skip
@@ -48,6 +47,8 @@ class DivergenceDetector(Detector):
         return None
 
     def run(self, ctx: AuditContext) -> DetectorResult:
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
+
         from auditor.models import Sampling
 
         teacher, base = load_or_skip(ctx.teacher), load_or_skip(ctx.base)

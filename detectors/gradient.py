@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
 from detectors.likelihood import _levels
@@ -197,6 +196,8 @@ class GradientDetector(Detector):
 
     @staticmethod
     def _compare(trait_id: str, data: np.ndarray, ref: np.ndarray, source: str, others: int):
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
+
         test = stats.ttest_ind(data, ref, equal_var=False, alternative="greater")
         ci = stats.ttest_ind(data, ref, equal_var=False).confidence_interval(0.95)
         spread = float(np.sqrt((data.var(ddof=1) + ref.var(ddof=1)) / 2)) or 1e-12

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from auditor.stats import histogram_chart
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, load_or_skip
@@ -110,6 +109,8 @@ class LikelihoodDetector(Detector):
 
     @staticmethod
     def _compare(trait_id: str, shift: np.ndarray, ref_shift: np.ndarray, ref_source: str, seed: int):
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
+
         difference = float(shift.mean() - ref_shift.mean())
         spread = float(np.sqrt((shift.var(ddof=1) + ref_shift.var(ddof=1)) / 2)) or 1e-12
         rng = np.random.default_rng(seed)
