@@ -299,14 +299,20 @@ def detectors_command(as_json):
     if as_json:
         click.echo(json.dumps(infos, indent=2))
         return
-    table = Table(show_edge=False)
-    for col in ("name", "needs", "sees hidden transfer", "runs by default", "origin", "description"):
-        table.add_column(col)
+    console = Console()
+    if console.is_terminal:
+        table = Table(show_edge=False)
+        for col in ("name", "needs", "sees hidden transfer", "runs by default", "origin", "description"):
+            table.add_column(col)
+        for i in infos:
+            table.add_row(i["name"], ", ".join(i["needs"]), "yes" if i["sees_hidden_transfer"] else "no",
+                          "yes" if i["runs_by_default"] else "when named", i["origin"], i["description"])
+        console.print(table)
     for i in infos:
-        table.add_row(i["name"], ", ".join(i["needs"]), "yes" if i["sees_hidden_transfer"] else "no",
-                      "yes" if i["runs_by_default"] else "when named", i["origin"], i["description"])
-    Console().print(table)
-    for i in infos:
+        if not console.is_terminal:  # piped: plain lines, not a table squeezed to 80 columns
+            click.echo(f"\n{i['name']} ({i['origin']}; sees hidden transfer: {'yes' if i['sees_hidden_transfer'] else 'no'}; "
+                       f"runs by default: {'yes' if i['runs_by_default'] else 'when named'})\n  {i['description']}\n"
+                       f"  needs: {', '.join(i['needs'])}")
         if i["settings"]:
             click.echo(f"\n{i['name']} settings: -o {i['name']}.KEY=VALUE, or [detectors.{i['name']}] in audit.toml")
             click.echo("\n".join(_setting_lines(i["settings"])))

@@ -133,8 +133,10 @@ def test_help_and_detectors_list_the_plugin_setting(plugin):
     repeat = next(s for s in echo["settings"] if s["name"] == "repeat")
     assert repeat == {"name": "repeat", "type": "int", "default": 1, "help": "how many times it says it", "alias": ["--echo-repeat"],
                       "choices": None, "minimum": 1, "maximum": None, "secret": False}
-    table = CliRunner().invoke(main, ["detectors"]).output
-    assert "echo settings: -o echo.KEY=VALUE" in table and "repeat = 1  (int; at least 1; flag --echo-repeat)" in table
+    piped = CliRunner().invoke(main, ["detectors"]).output  # not a terminal: plain lines
+    assert "echo (entry point from echo-plugin; sees hidden transfer: no; runs by default: yes)" in piped
+    assert "echo settings: -o echo.KEY=VALUE" in piped and "repeat = 1  (int; at least 1; flag --echo-repeat)" in piped
+    assert "┃" not in piped, "no table squeezed into a pipe"
 
 
 def test_secret_settings_are_redacted_from_the_report(plugin, monkeypatch):
