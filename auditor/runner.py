@@ -21,7 +21,7 @@ from auditor.models import parse_ref
 from auditor.risk import decide, gate
 from auditor.traits import load_catalog
 from detectors import DETECTORS, AuditContext, Detector, Skip
-from detectors.settings import Values, secret_names
+from detectors.settings import resolve, secret_names
 
 MAX_FLAGS_IN_REPORT = 10_000  # the JSON keeps this many flags (trait flags first); counts cover all
 
@@ -122,14 +122,6 @@ def redact_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def detector_settings(given: dict[str, Any]) -> dict[str, Any]:
-    """Every registered detector's Settings: `given` (instances or dicts) over the defaults, checked before any work."""
-    values = Values()
-    for name, value in given.items():
-        values.python(DETECTORS, name, value)
-    return {name: values.build(DETECTORS, name) for name in DETECTORS.names()}
-
-
 # top-level keys of report.json besides model roles: a detector's role may not take one of these names
 RESULT_KEYS = ("schema_version", "tool", "created", "dataset", "reference", "teacher", "base", "detectors", "traits", "flags",
                "flags_total", "flags_truncated", "baseline", "profile", "gate", "export", "run")
@@ -158,7 +150,7 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
     names = list(opts.detectors or default_detectors())
     for name in names:
         DETECTORS.get(name)  # unknown names fail before any work
-    settings = detector_settings(opts.settings)
+    settings = resolve(DETECTORS, opts.settings)  # checked before any work
     detectors = {name: DETECTORS.get(name)(settings[name]) for name in DETECTORS.names()}
     # a detector that does not run by default runs when its settings ask for it (e.g. a model is set)
     names += [name for name in DETECTORS.names() if name not in names and DETECTORS.get(name).requested(settings[name])]

@@ -245,12 +245,10 @@ class Values:
                 self.put(registry, name, key.replace("-", "_"), raw, source=_braces(f"{where} [detectors.{name}] {key} = ") + "{}",
                          from_text=False)
 
-    def python(self, registry, name: str, values) -> None:
-        """Values given from Python: a dict, or an instance of the detector's Settings (taken whole)."""
+    def python(self, registry, name: str, values: dict) -> None:
+        """Values given from Python as a dict, checked like a config file's."""
         cls = registry.get(name)
-        if isinstance(values, cls.Settings):
-            values = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
-        elif not isinstance(values, dict):
+        if not isinstance(values, dict):
             raise UsageError(f"settings for '{name}': expected a dict or a {cls.Settings.__name__}, got {type(values).__name__}")
         for key, raw in values.items():
             self.put(registry, name, key, raw, source=_braces(f"settings for '{name}': {key}=") + "{}", from_text=False)
@@ -261,6 +259,18 @@ class Values:
             return registry.get(name).Settings(**self.values.get(name, {}))
         except (TypeError, ValueError) as err:  # a Settings.__post_init__ that checks fields together
             raise UsageError(f"settings of detector '{name}': {err}") from None
+
+
+def resolve(registry, given: dict) -> dict:
+    """Every registered detector's Settings: `given` by detector name, each a Settings instance (taken as it is)
+    or a dict of values (checked, over the defaults); the rest at their defaults."""
+    values, ready = Values(), {}
+    for name, value in given.items():
+        if isinstance(value, registry.get(name).Settings):
+            ready[name] = value
+        else:
+            values.python(registry, name, value)
+    return {name: ready[name] if name in ready else values.build(registry, name) for name in registry.names()}
 
 
 def alias_specs(registry) -> list[tuple[str, Spec]]:

@@ -10,7 +10,7 @@ import pytest
 from auditor.errors import UsageError
 from detectors import DETECTORS, Detector, DetectorResult
 from detectors.registry import Registry
-from detectors.settings import NoSettings, Values, parse_value, setting, specs, type_name
+from detectors.settings import NoSettings, Values, parse_value, resolve, setting, specs, type_name
 
 
 @dataclass
@@ -131,9 +131,17 @@ def test_later_values_win_and_build_fills_defaults(registry):
     built = values.build(registry, "knob")
     assert built == KnobSettings(rows=9, mode="slow", folder=Path("out"))
     assert Values().build(registry, "knob") == KnobSettings()
-    again = Values()
-    again.python(registry, "knob", built)
-    assert again.build(registry, "knob") == built
+
+
+def test_resolve_gives_every_detector_its_settings(registry):
+    given = KnobSettings(rows=3)
+    assert resolve(registry, {"knob": given})["knob"] is given, "an instance is taken as it is"
+    assert resolve(registry, {"knob": {"rows": 4, "words": ["x"]}})["knob"] == KnobSettings(rows=4, words=("x",))
+    assert resolve(registry, {}) == {"knob": KnobSettings()}
+    with pytest.raises(UsageError, match="settings for 'knob': rows=0: must be at least 1"):
+        resolve(registry, {"knob": {"rows": 0}})
+    with pytest.raises(UsageError, match="unknown detector 'nope'"):
+        resolve(registry, {"nope": {}})
 
 
 def test_info_lists_settings_for_every_built_in_detector():
