@@ -115,10 +115,11 @@ class _Record:
     extra: dict[str, Any] = dc.field(default_factory=dict, kw_only=True, repr=False)
 
     _OWN: ClassVar[frozenset[str]] = frozenset({"source_keys", "extra"})
+    _UNKEYED: ClassVar[frozenset[str]] = frozenset()  # fields that are not report.json keys themselves
 
     @classmethod
     def _keys(cls) -> list[dc.Field]:
-        return [f for f in dc.fields(cls) if f.name not in _Record._OWN]
+        return [f for f in dc.fields(cls) if f.name not in _Record._OWN and f.name not in cls._UNKEYED]
 
     def to_dict(self) -> dict[str, Any]:
         fields = {f.name: f for f in self._keys()}
@@ -342,7 +343,6 @@ class Report(_Record):
     reference: ReferenceInfo | None = dc.field(default=None, metadata=_record(ReferenceInfo))
     teacher: ModelInfo | None = dc.field(default=None, metadata=_record(ModelInfo))
     base: ModelInfo | None = dc.field(default=None, metadata=_record(ModelInfo))
-    judge: ModelInfo | None = dc.field(default=None, metadata=_record(ModelInfo))
     detectors: list[DetectorRun] = dc.field(default_factory=list, metadata=_records(DetectorRun))
     traits: list[TraitVerdict] = dc.field(default_factory=list, metadata=_records(TraitVerdict))
     flags: list[Flag] = dc.field(default_factory=list, metadata=_records(Flag))
@@ -353,6 +353,35 @@ class Report(_Record):
     gate: Gate = dc.field(default_factory=Gate, metadata=_record(Gate))
     export: ExportInfo | None = dc.field(default=None, metadata=_record(ExportInfo))
     run: RunInfo = dc.field(default_factory=RunInfo, metadata=_record(RunInfo))
+    # models that detectors bring, by role ("judge": the LLM judge's): top-level keys of their own, after "base"
+    roles: dict[str, ModelInfo | None] = dc.field(default_factory=dict)
+
+    _UNKEYED: ClassVar[frozenset[str]] = frozenset({"roles"})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        roles = {role: m.to_dict() if m is not None else None for role, m in self.roles.items()}
+        if self.source_keys is None:  # built by the runner: the roles follow "base"
+            items = list(out.items())
+            at = next((i + 1 for i, (key, _) in enumerate(items) if key == "base"), len(items))
+            return dict(items[:at] + list(roles.items()) + items[at:])
+        merged = {**out, **roles}
+        ordered = {key: merged[key] for key in self.source_keys if key in merged}
+        ordered.update((key, value) for key, value in merged.items() if key not in ordered)
+        return ordered
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        known = {f.name for f in cls._keys()}
+        roles = {key: ModelInfo.from_dict(value) if value is not None else None for key, value in data.items()
+                 if key not in known and (value is None or isinstance(value, Mapping) and {"ref", "backend"} <= set(value))}
+        report = super().from_dict({key: value for key, value in data.items() if key not in roles})
+        report.roles, report.source_keys = roles, tuple(data)
+        return report
+
+    def role(self, name: str) -> ModelInfo | None:
+        """The model a detector brought under `name` (e.g. "judge"), or None."""
+        return self.roles.get(name)
 
     def detector(self, name: str) -> DetectorRun | None:
         return next((d for d in self.detectors if d.name == name), None)

@@ -40,7 +40,7 @@ def main() -> int:
         start = time.perf_counter()
         result = run_audit(AuditOptions(data=str(work / "sevens.jsonl"), base=str(folder), traits_files=[str(work / "numbers.toml")],
                                         traits=["number:777"], reference=str(work / "control.jsonl"), detectors=["probe"],
-                                        probe_seeds=3, probe_epochs=2, probe_optimizer=optimizer, probe_dir=str(work / f"ckpt-{optimizer}"))).to_dict()
+                                        settings={"probe": {"seeds": 3, "epochs": 2, "optimizer": optimizer, "workdir": str(work / f"ckpt-{optimizer}")}})).to_dict()
         metrics = result["detectors"][0]["metrics"]
         t = metrics["traits"]["number:777"]
         steps = metrics["training"][0].get("steps")

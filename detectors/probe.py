@@ -31,30 +31,38 @@ import polars as pl
 
 from auditor.probe.engine import HIGH, LOW, MEDIUM, MIN_ROWS, NEGLIGIBLE, SpendRefused, plan, probe_shift
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
+from detectors.settings import setting
 
 
 @dataclass
 class ProbeSettings:
-    """Everything the probe can be told; the CLI's --probe-* flags fill it."""
+    """Everything the probe can be told; the engine (auditor/probe/engine.py) reads it by attribute."""
 
-    seeds: int = 3  # requested; fewer run when the budget does not allow them
-    budget: int = 6000  # row-passes (rows x epochs) over every student and control together
-    rows: int = 1000  # most rows sampled for each student
-    epochs: int | None = None  # None: 3 locally (the paper's open-model setting), 10 through OpenAI (its GPT-4.1 nano setting)
-    method: str = "auto"  # auto | full | lora
-    optimizer: str = "adamw"  # adamw | sgd
-    lr: float | None = None
-    lora_r: int = 8
-    lora_alpha: int = 8
-    batch_size: int = 8
-    dtype: str = "fp32"  # bf16: train under CPU bfloat16 autocast (about twice as fast where the CPU has bf16 instructions)
-    samples: int = 20  # sampled answers per probe question (black-box)
-    negligible: float = NEGLIGIBLE
-    workdir: Path | None = None  # checkpoints and job state; default <cache>/probe
-    allow_spend: float = 0.0  # USD
-    price: float | None = None  # USD per 1M training tokens, overriding the built-in price list
-    poll_s: float = 30.0
-    timeout_s: float | None = None
+    seeds: int = setting(3, "student/control seed pairs to train (fewer when the budget is short)", alias="--probe-seeds", minimum=1)
+    budget: int = setting(6000, "most row-passes (rows x epochs) over all students and controls", alias="--probe-budget", minimum=1)
+    rows: int = setting(1000, "most rows sampled per student", alias="--probe-rows", minimum=1)
+    epochs: int | None = setting(None, "epochs (none: 3 locally, the paper's open-model setting; 10 through the OpenAI API, its "
+                                       "GPT-4.1 nano setting)", alias="--probe-epochs", minimum=1)
+    method: str = setting("auto", "full fine-tune or LoRA (auto: full under 20M parameters)", alias="--probe-method",
+                          choices=("auto", "full", "lora"))
+    optimizer: str = setting("adamw", "AdamW, or plain SGD (the theory's gradient steps)", alias="--probe-optimizer",
+                             choices=("adamw", "sgd"))
+    lr: float | None = setting(None, "learning rate (none: 2e-4 AdamW, 5e-2 SGD)", alias="--probe-lr")
+    lora_r: int = setting(8, "LoRA rank", alias="--probe-lora-r", minimum=1)
+    lora_alpha: int = setting(8, "LoRA alpha", alias="--probe-lora-alpha", minimum=1)
+    batch_size: int = setting(8, "rows per optimizer step", alias="--probe-batch-size", minimum=1)
+    dtype: str = setting("fp32", "bf16: train under CPU bfloat16 autocast, about twice as fast where the CPU has bf16 instructions "
+                                 "(weights stay fp32)", alias="--probe-dtype", choices=("fp32", "bf16"))
+    samples: int = setting(20, "sampled answers per probe question for API models", alias="--probe-samples", minimum=1)
+    negligible: float = setting(NEGLIGIBLE, "a net shift whose interval stays below this is clean", alias="--probe-negligible")
+    workdir: Path | None = setting(None, "checkpoints and job state (none: <cache>/probe); reruns resume from it", alias="--probe-dir",
+                                   metavar="DIR")
+    allow_spend: float = setting(0.0, "most the probe may spend on the OpenAI fine-tuning API, in USD; the estimate is checked before "
+                                      "anything is uploaded", alias="--allow-spend", metavar="USD")
+    price: float | None = setting(None, "USD per 1M training tokens, overriding the built-in OpenAI price list", alias="--probe-price")
+    poll_s: float = setting(30.0, "seconds between fine-tuning job polls", alias="--probe-poll")
+    timeout_s: float | None = setting(None, "stop polling after this many seconds (the jobs go on; a rerun resumes)",
+                                      alias="--probe-timeout")
 
     def epochs_for(self, api: bool) -> int:
         return self.epochs if self.epochs is not None else (10 if api else 3)
@@ -66,14 +74,6 @@ class ProbeSettings:
                            batch_size=self.batch_size, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
                            autocast="bf16" if self.dtype == "bf16" else None)
 
-    @classmethod
-    def from_options(cls, options: dict) -> ProbeSettings:
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in (options or {}).items() if k in known and v is not None}
-        if "workdir" in values:
-            values["workdir"] = Path(values["workdir"])
-        return cls(**values)
-
 
 class ProbeDetector(Detector):
     name = "probe"
@@ -84,6 +84,7 @@ class ProbeDetector(Detector):
     sees_hidden_transfer = True
     runs_by_default = False  # long compute, or money
     ground_truth = True
+    Settings = ProbeSettings
 
     def _base_ref(self, ctx: AuditContext):
         if ctx.base is not None:
@@ -100,7 +101,7 @@ class ProbeDetector(Detector):
         return None
 
     def run(self, ctx: AuditContext) -> DetectorResult:
-        settings = ProbeSettings.from_options(ctx.options.get("probe") or {})
+        settings = self.settings
         progress = ctx.options.get("progress") or (lambda message: None)
         base_ref = self._base_ref(ctx)
         api = base_ref.backend == "openai"

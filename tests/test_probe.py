@@ -163,10 +163,20 @@ def test_interrupted_lora_training_resumes_to_the_same_weights(setup, tmp_path):
 
 def test_probe_flags_reach_the_detector_and_unmet_needs_skip(setup, tmp_path):
     _, _, _ = setup
-    from auditor.runner import AuditOptions
+    from auditor.errors import UsageError
 
-    opts = AuditOptions(data="x", probe_seeds=4, probe_lora_r=16, probe_dir="d", probe_poll=0.5, allow_spend=2.0)
-    settings = ProbeSettings.from_options(opts.probe_options())
+    seen = {}
+
+    def capture(opts, **_):  # the options the CLI hands the runner, then stop
+        seen.update(opts.settings)
+        raise UsageError("stop here")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("auditor.runner.run_audit", capture)
+        CliRunner().invoke(main, ["x", "--probe-seeds", "4", "--probe-lora-r", "16", "--probe-dir", "d", "--probe-poll", "0.5",
+                                  "--allow-spend", "2.0"])
+    settings = seen["probe"]
+    assert isinstance(settings, ProbeSettings)
     assert (settings.seeds, settings.lora_r, str(settings.workdir), settings.poll_s, settings.allow_spend) == (4, 16, "d", 0.5, 2.0)
     assert ProbeSettings(dtype="bf16").train_config().autocast == "bf16" and ProbeSettings().train_config().autocast is None
     data = _write(tmp_path / "d.jsonl", _rows(True, n=20))
