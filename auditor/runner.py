@@ -212,7 +212,7 @@ def _assemble_report(opts: AuditOptions, ctx: AuditContext, entries: list[dict],
         reference=ReferenceInfo(path=str(reference.path), rows=reference.rows, sha256=reference.sha256) if reference else None,
         teacher=_model_info(ctx.teacher),
         base=_model_info(ctx.base),
-        roles={role: _model_info(ref) for role, ref in ctx.models.items()},  # models detectors bring (the judge's), by role
+        roles={role: _model_info(ref) for role, ref in ctx.models.items()},  # models that detectors bring, by role
         detectors=detectors,
         traits=traits,
         flags=[Flag.from_dict(f) for f in flags["shown"]],
