@@ -29,7 +29,8 @@ from pathlib import Path
 
 import polars as pl
 
-from auditor.probe.engine import HIGH, LOW, MEDIUM, MIN_ROWS, NEGLIGIBLE, SpendRefused, plan, probe_shift
+from auditor.probe.engine import HIGH, LOW, MEDIUM, MIN_ROWS, NEGLIGIBLE, SpendRefused, plan_run, probe_shift
+from auditor.probe.recipe import RecipeError
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
 
 
@@ -108,7 +109,11 @@ class ProbeDetector(Detector):
         traits = [by_id[t] for t in ctx.options["focus"] if t in by_id]
         if not traits:
             raise Skip("none of the traits to test is in the catalog selection")
-        rows, seeds = plan(ctx.dataset.rows, settings, api)
+        try:
+            run = plan_run(ctx.dataset.rows, settings, api, base=base_ref.ref, audited_base=(ctx.base or base_ref).ref)
+        except RecipeError as err:
+            raise Skip(str(err)) from None
+        rows, seeds = run.rows, run.seeds
         if rows < MIN_ROWS:
             raise Skip(f"--probe-budget {settings.budget} allows {rows} rows per student; the probe needs at least {MIN_ROWS}")
         model = load_or_skip(base_ref)
@@ -121,7 +126,7 @@ class ProbeDetector(Detector):
 
         try:
             result = probe_shift(model, traits, draw(pool, 0), draw(control_pool, 7919), [ctx.seed + i for i in range(seeds)],
-                                 settings, progress)
+                                 settings, progress, run=run)
         except SpendRefused as refused:
             raise Skip(str(refused)) from None
         except ValueError as err:
@@ -139,6 +144,7 @@ class ProbeDetector(Detector):
             "seeds_requested": settings.seeds, "seeds_run": len(result.seeds), "seeds": result.seeds,
             "rows": result.rows, "control_rows": result.control_rows, "control": source, "epochs": result.epochs,
             "budget_row_passes": settings.budget, "config": result.config, "training": result.training,
+            "recipe": run.recipe.as_dict(), "coverage": run.as_dict(),
             "traits": {k: v.as_dict() for k, v in result.traits.items()}, "notes": result.notes + note,
             "thresholds": {"low": LOW, "medium": MEDIUM, "high": HIGH, "negligible": settings.negligible}, "seconds": result.seconds,
         }
