@@ -33,6 +33,10 @@ from auditor.probe.engine import HIGH, LOW, MEDIUM, MIN_ROWS, NEGLIGIBLE, SpendR
 from auditor.probe.recipe import RecipeError
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
 
+# said next to every probe result on the tiny family (the verdict's rationale carries it)
+TINY_NOTE = (". Note: the tiny family shows little number-sequence transfer to find even from a steered teacher "
+             "(docs/probe.md, positive control), so this result says little about a larger model")
+
 
 @dataclass
 class ProbeSettings:
@@ -136,7 +140,8 @@ class ProbeDetector(Detector):
             shift = result.traits.get(trait.id)
             if shift is None:
                 continue
-            out.evidence.append(TraitEvidence(trait.id, shift.shift.net, shift.shift.interval, shift.summary(), shift.level,
+            summary = shift.summary() + (TINY_NOTE if base_ref.backend == "tiny" else "")
+            out.evidence.append(TraitEvidence(trait.id, shift.shift.net, shift.shift.interval, summary, shift.level,
                                               kind="student trait shift"))
         note = [] if seeds > 1 else ["one seed ran: the interval covers the probe questions only, not training noise; no clean verdict"]
         out.metrics = {
