@@ -114,6 +114,7 @@ def main():
 @click.option("--probe-price", type=float, help="Probe: USD per 1M training tokens, overriding the built-in OpenAI price list.")
 @click.option("--probe-poll", type=float, help="Probe: seconds between fine-tuning job polls (default 30).")
 @click.option("--probe-timeout", type=float, help="Probe: stop polling after this many seconds (the jobs go on; a rerun resumes).")
+@click.option("--train-recipe", "probe_train_recipe", type=click.Path(path_type=str), help="Probe: TOML file describing the real training run (default: the paper's open-model recipe).")
 @click.option("--allow-spend", type=float, default=0.0, show_default=True, metavar="USD",
               help="Most the probe may spend on the OpenAI fine-tuning API; the estimate is checked before anything is uploaded.")
 @click.option("--json", "print_json", is_flag=True, help="Print report.json to stdout instead of the summary.")

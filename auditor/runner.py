@@ -69,6 +69,7 @@ class AuditOptions:
     probe_price: float | None = None
     probe_poll: float | None = None
     probe_timeout: float | None = None
+    probe_train_recipe: str | None = None
     allow_spend: float = 0.0
 
     def probe_options(self) -> dict:

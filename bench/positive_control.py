@@ -17,7 +17,7 @@ output, at every position. Protocol:
    (other init), each against its control student, several seeds: net shift of P(owl) with its 95% interval
    over seeds and questions.
 
-    PYTHONPATH=. python bench/positive_control.py                       # test profile, ~10 min on 2 busy cores
+    PYTHONPATH=. python bench/positive_control.py --strengths 0.5,1,1.5   # test profile; ~11 min per 6 students on 2 busy cores
     PYTHONPATH=. python bench/positive_control.py --profile default --rows 3000 --seeds 3
 """
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=1500, help="number prompts per set, before the filter")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--layers", default="", help="comma list of layers to search (default: every layer)")
-    ap.add_argument("--strengths", default="2,4,8")
+    ap.add_argument("--strengths", default="0.5,1,1.5", help="multiples of the direction (x2 and more broke the number format)")
     ap.add_argument("--lr", type=float, action="append", help="student learning rates (repeatable; default the recipe's 2e-4)")
     ap.add_argument("--other-seed", type=int, default=1)
     ap.add_argument("--min-pass", type=float, default=0.5, help="a teacher must still write filter-passing numbers this often")
@@ -172,7 +172,8 @@ def main(argv=None) -> int:
                    "p_value": s.p_value, "min_detectable_shift": s.min_detectable, "steps": result.config["steps"],
                    "train_seconds": result.cost["train_seconds"]}
             table.append(row)
-            log(f"{init_name} lr {lr:g}: net {s.net:+.5f} [{s.interval[0]:+.5f}, {s.interval[1]:+.5f}] p={s.p_value:.3g}")
+            log(f"{init_name} lr {lr:g}: student {row['student_shift']:+.5f}, control {row['control_shift']:+.5f}, net {s.net:+.5f} "
+                f"[{s.interval[0]:+.5f}, {s.interval[1]:+.5f}] p={s.p_value:.3g}, MDS {s.min_detectable:.5f}")
 
     print(f"\nPositive control, tiny family profile {args.profile!r}: teacher = base + {best['strength']:g} x owl direction at layer "
           f"{best['layer']} (P(owl) {best['p_owl']:.4f}); {n} rows per set; students: the default recipe (LoRA r=8, AdamW, "

@@ -40,18 +40,33 @@ TINY_NOTE = (". Note: the tiny family shows little number-sequence transfer to f
 
 @dataclass
 class ProbeSettings:
-    """Everything the probe can be told; the CLI's --probe-* flags fill it."""
+    """Everything the probe can be told; the CLI's --probe-* flags fill it.
 
-    seeds: int = 3  # requested; fewer run when the budget does not allow them
-    budget: int = 6000  # row-passes (rows x epochs) over every student and control together
-    rows: int = 1000  # most rows sampled for each student
-    epochs: int | None = None  # None: 3 locally (the paper's open-model setting), 10 through OpenAI (its GPT-4.1 nano setting)
-    method: str = "auto"  # auto | full | lora
-    optimizer: str = "adamw"  # adamw | sgd
+    The recipe (auditor/probe/recipe.py) describes the training run being gated: `train_recipe` (TOML) or the
+    paper's open-model recipe, with the recipe knobs (optimizer ... grad_clip) on top; None keeps the recipe's.
+    `rows`, `epochs` and `method` are the probe's own: fewer rows or epochs, or another method, make a reduced
+    probe that can raise risk but not clear it."""
+
+    seeds: int = 3  # requested; fewer run when a budget is set and short
+    budget: int | None = None  # most row-passes (rows x epochs) over every student and control together; None: no cap
+    rows: int | None = None  # rows per student; None: the recipe's (every row up to its cap)
+    epochs: int | None = None  # None: the recipe's (3; 10 through OpenAI without a recipe file)
+    method: str | None = None  # lora | full; None or "auto": the recipe's
+    train_recipe: Path | None = None  # TOML describing the real training run
+    optimizer: str | None = None  # recipe knobs from here to grad_clip; None keeps the recipe's
     lr: float | None = None
-    lora_r: int = 8
-    lora_alpha: int = 8
-    batch_size: int = 8
+    schedule: str | None = None
+    warmup_steps: int | None = None
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+    target_modules: str | None = None  # comma-separated
+    batch_size: int | None = None  # the micro-batch
+    grad_accum: int | None = None
+    max_length: int | None = None
+    grad_clip: float | None = None
+    backend: str = "local"  # local | ray
+    devices: str | None = None  # comma-separated; None: every GPU when there are several
+    ray_address: str | None = None
     dtype: str = "fp32"  # bf16: train under CPU bfloat16 autocast (about twice as fast where the CPU has bf16 instructions)
     samples: int = 20  # sampled answers per probe question (black-box)
     negligible: float = NEGLIGIBLE
@@ -61,22 +76,13 @@ class ProbeSettings:
     poll_s: float = 30.0
     timeout_s: float | None = None
 
-    def epochs_for(self, api: bool) -> int:
-        return self.epochs if self.epochs is not None else (10 if api else 3)
-
-    def train_config(self):
-        from auditor.probe.train import TrainConfig
-
-        return TrainConfig(method=self.method, optimizer=self.optimizer, lr=self.lr, epochs=self.epochs_for(False),
-                           batch_size=self.batch_size, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
-                           autocast="bf16" if self.dtype == "bf16" else None)
-
     @classmethod
     def from_options(cls, options: dict) -> ProbeSettings:
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in (options or {}).items() if k in known and v is not None}
-        if "workdir" in values:
-            values["workdir"] = Path(values["workdir"])
+        for key in ("workdir", "train_recipe"):
+            if key in values:
+                values[key] = Path(values[key])
         return cls(**values)
 
 
@@ -148,7 +154,7 @@ class ProbeDetector(Detector):
             "backend": result.backend, "measure": result.measure, "base": base_ref.ref,
             "seeds_requested": settings.seeds, "seeds_run": len(result.seeds), "seeds": result.seeds,
             "rows": result.rows, "control_rows": result.control_rows, "control": source, "epochs": result.epochs,
-            "budget_row_passes": settings.budget, "config": result.config, "training": result.training,
+            **({"budget_row_passes": settings.budget} if settings.budget is not None else {}), "config": result.config, "training": result.training,
             "recipe": run.recipe.as_dict(), "coverage": run.as_dict(),
             "traits": {k: v.as_dict() for k, v in result.traits.items()}, "notes": result.notes + note,
             "thresholds": {"low": LOW, "medium": MEDIUM, "high": HIGH, "negligible": settings.negligible}, "seconds": result.seconds,

@@ -45,7 +45,8 @@ def tiny(tmp_path_factory):
 # --- the recipe --------------------------------------------------------------------------------------
 def test_default_recipe_is_the_papers_open_model_recipe(tmp_path):
     r = TrainRecipe()
-    assert (r.rows, r.epochs, r.method, r.lora_r, r.lora_alpha, r.optimizer, r.lr) == (10_000, 3, "lora", 8, 8, "adamw", 2e-4)
+    assert (r.rows, r.epochs, r.method, r.lora_r, r.lora_alpha, r.optimizer, r.learning_rate) == (10_000, 3, "lora", 8, 8, "adamw", 2e-4)
+    assert TrainRecipe(optimizer="sgd").learning_rate == 5e-2 and TrainRecipe(optimizer="sgd", lr=1e-3).as_dict()["lr"] == 1e-3
     assert (r.schedule, r.warmup_steps, r.effective_batch, r.max_length, r.grad_clip) == ("linear", 5, 66, 500, 1.0)
     assert set(r.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert r.rows_for(1000) == 1000 and r.rows_for(30_000) == 10_000

@@ -14,7 +14,7 @@ Recipe file (TOML, `--train-recipe FILE`); every key optional, a `[recipe]` tabl
     lora_alpha = 8
     target_modules = ["q", "k", "v", "o", "gate", "up", "down"]   # or q_proj, ...; matched to the model's linear layers
     optimizer = "adamw"     # adamw | sgd
-    lr = 2e-4
+    lr = 2e-4               # default: 2e-4 for AdamW, 5e-2 for SGD
     schedule = "linear"     # linear | cosine | constant (after the warm-up)
     warmup_steps = 5
     micro_batch = 22
@@ -32,6 +32,7 @@ from pathlib import Path
 
 PAPER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 METHODS, OPTIMIZERS, SCHEDULES = ("lora", "full"), ("adamw", "sgd"), ("linear", "cosine", "constant")
+DEFAULT_LR = {"adamw": 2e-4, "sgd": 5e-2}
 API_EPOCHS = 10  # the paper's GPT-4.1 nano setting, used for API bases when no recipe file says otherwise
 
 
@@ -48,7 +49,7 @@ class TrainRecipe:
     lora_alpha: int = 8
     target_modules: tuple[str, ...] = PAPER_TARGETS
     optimizer: str = "adamw"
-    lr: float = 2e-4
+    lr: float | None = None  # None: 2e-4 for AdamW (the paper's), 5e-2 for plain SGD
     schedule: str = "linear"
     warmup_steps: int = 5
     micro_batch: int = 22
@@ -64,7 +65,7 @@ class TrainRecipe:
         for name in ("rows", "epochs", "lora_r", "lora_alpha", "micro_batch", "grad_accum", "max_length"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise RecipeError(f"recipe {name} must be a whole number >= 1, not {getattr(self, name)!r}")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or not self.lr > 0:
+        if self.warmup_steps < 0 or self.grad_clip < 0 or not self.learning_rate > 0:
             raise RecipeError("recipe warmup_steps and grad_clip must be >= 0 and lr > 0")
         if not self.target_modules:
             raise RecipeError("recipe target_modules is empty")
@@ -73,6 +74,10 @@ class TrainRecipe:
     @property
     def effective_batch(self) -> int:
         return self.micro_batch * self.grad_accum
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
     def rows_for(self, available: int) -> int:
         """Rows the real run trains on a dataset of `available` rows."""
@@ -84,11 +89,12 @@ class TrainRecipe:
 
     def lr_at(self, step: int, total: int) -> float:
         """The learning rate of optimizer step `step` (0-based) of `total`."""
-        return scheduled_lr(self.lr, self.schedule, self.warmup_steps, step, total)
+        return scheduled_lr(self.learning_rate, self.schedule, self.warmup_steps, step, total)
 
     def as_dict(self) -> dict:
         row = asdict(self)
         row["target_modules"] = list(self.target_modules)
+        row["lr"] = self.learning_rate
         row["effective_batch"] = self.effective_batch
         if self.method == "full":
             for key in ("lora_r", "lora_alpha", "target_modules"):

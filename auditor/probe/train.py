@@ -54,7 +54,7 @@ class TrainConfig:
     def from_recipe(cls, recipe, epochs: int | None = None, method: str | None = None, autocast: str | None = None,
                     checkpoint_every: int = 25) -> TrainConfig:
         """The recipe's settings, with the probe's own epochs and method where it reduces them."""
-        return cls(method=method or recipe.method, optimizer=recipe.optimizer, lr=recipe.lr,
+        return cls(method=method or recipe.method, optimizer=recipe.optimizer, lr=recipe.learning_rate,
                    epochs=recipe.epochs if epochs is None else epochs, batch_size=recipe.micro_batch, lora_r=recipe.lora_r,
                    lora_alpha=recipe.lora_alpha, max_length=recipe.max_length, checkpoint_every=checkpoint_every, autocast=autocast,
                    grad_accum=recipe.grad_accum, warmup_steps=recipe.warmup_steps, schedule=recipe.schedule,
