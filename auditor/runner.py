@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -19,7 +20,8 @@ from auditor.errors import AuditError
 from auditor.models import parse_ref
 from auditor.risk import decide, gate
 from auditor.traits import load_catalog
-from detectors import DETECTORS, AuditContext, Skip
+from detectors import DETECTORS, AuditContext, Detector, Skip
+from detectors.settings import resolve, secret_names
 
 MAX_FLAGS_IN_REPORT = 10_000  # the JSON keeps this many flags (trait flags first); counts cover all
 
@@ -42,40 +44,9 @@ class AuditOptions:
     max_row_mib: float = 16
     seed: int = 0
     export_clean: str | None = None
-    # the LLM judge (detectors/judge.py): a model reference enables it
-    judge: str | None = None
-    judge_base_url: str | None = None
-    judge_api_key: str | None = None  # never written anywhere: not in the result, argv is redacted
-    jobs: int = 8
-    judge_sample: int | None = None
-    max_judge_calls: int = 10_000
-    judge_price: str | None = None
-    judge_format: str = "auto"
-    # the probe (detectors/probe.py): ProbeSettings fields without the "probe_" prefix; None keeps its default
-    probe_seeds: int | None = None
-    probe_budget: int | None = None
-    probe_rows: int | None = None
-    probe_epochs: int | None = None
-    probe_method: str | None = None
-    probe_optimizer: str | None = None
-    probe_lr: float | None = None
-    probe_lora_r: int | None = None
-    probe_lora_alpha: int | None = None
-    probe_batch_size: int | None = None
-    probe_dtype: str | None = None
-    probe_samples: int | None = None
-    probe_negligible: float | None = None
-    probe_dir: str | None = None
-    probe_price: float | None = None
-    probe_poll: float | None = None
-    probe_timeout: float | None = None
-    probe_train_recipe: str | None = None
-    allow_spend: float = 0.0
-
-    def probe_options(self) -> dict:
-        renamed = {"probe_dir": "workdir", "probe_poll": "poll_s", "probe_timeout": "timeout_s"}
-        values = {renamed.get(k, k.removeprefix("probe_")): v for k, v in vars(self).items() if k.startswith("probe_") and v is not None}
-        return {**values, "allow_spend": self.allow_spend}
+    # detector settings by detector name: its Settings instance, or a dict of values (checked like audit.toml's);
+    # detectors/settings.py. Model-layer options (device, endpoints) are not detector settings.
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def _package_versions() -> dict[str, str]:
@@ -92,12 +63,11 @@ def default_detectors() -> list[str]:
     return [name for name in DETECTORS.names() if DETECTORS.get(name).runs_by_default]
 
 
-def _run_detector(name: str, ctx: AuditContext, progress) -> tuple[dict, object | None]:
-    cls = DETECTORS.get(name)
+def _run_detector(name: str, detector: Detector, ctx: AuditContext, progress) -> tuple[dict, object | None]:
+    cls = type(detector)
     entry = {"name": name, "description": cls.description, "sees_hidden_transfer": cls.sees_hidden_transfer,
              "ground_truth": getattr(cls, "ground_truth", False), "status": "ran", "reason": None, "metrics": {}, "cost": {}, "duration_s": 0.0}
     start = time.perf_counter()
-    detector = cls()
     reason = detector.unmet_needs(ctx)
     if reason:
         entry.update(status="skipped", reason=reason)
@@ -121,35 +91,56 @@ def _run_detector(name: str, ctx: AuditContext, progress) -> tuple[dict, object 
     return entry, result
 
 
-SECRET_FLAGS = ("--judge-api-key", "--api-key")
+SECRET_FLAGS = ("--api-key",)  # model-layer keys; detector settings mark theirs secret=True
+OPTION_FLAGS = ("-o", "--option")
 
 
 def redact_argv(argv: list[str]) -> list[str]:
-    """The command line for the report, with the values of key flags replaced."""
-    out, hide = [], False
+    """The command line for the report, with the values of secret flags and of secret -o settings replaced."""
+    detector_flags, secret_keys = secret_names(DETECTORS)
+    flags = (*SECRET_FLAGS, *sorted(detector_flags))
+
+    def setting(text: str) -> str:  # NAME.KEY=VALUE
+        target, sep, _ = text.partition("=")
+        return f"{target}=***" if sep and target.strip().replace("-", "_") in secret_keys else text
+
+    out, hide = [], None
     for arg in argv:
-        if hide:
+        if hide == "value":
             out.append("***")
-            hide = False
-        elif arg in SECRET_FLAGS:
-            out.append(arg)
-            hide = True
-        elif arg.startswith(tuple(f"{flag}=" for flag in SECRET_FLAGS)):
+        elif hide == "setting":
+            out.append(setting(arg))
+        elif arg.startswith(tuple(f"{flag}=" for flag in flags)):
             out.append(arg.split("=", 1)[0] + "=***")
+        elif arg.startswith("--option="):
+            out.append("--option=" + setting(arg.removeprefix("--option=")))
+        elif arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
+            out.append("-o" + setting(arg[2:]))
         else:
             out.append(arg)
+        hide = "value" if arg in flags else "setting" if arg in OPTION_FLAGS else None
     return out
 
 
-def _judge_options(opts: AuditOptions) -> dict:
-    from auditor.judge import parse_price
+# top-level keys of report.json besides model roles: a detector's role may not take one of these names
+RESULT_KEYS = ("schema_version", "tool", "created", "dataset", "reference", "teacher", "base", "detectors", "traits", "flags",
+               "flags_total", "flags_truncated", "baseline", "profile", "gate", "export", "run")
 
-    return {"jobs": opts.jobs, "sample": opts.judge_sample, "max_calls": opts.max_judge_calls, "format": opts.judge_format,
-            "price": parse_price(opts.judge_price), "base_url": opts.judge_base_url, "api_key": opts.judge_api_key}
+
+def _model_roles(detectors: dict[str, Detector]) -> dict[str, Any]:
+    """The model references detectors bring (Detector.models()), by role, parsed before any work."""
+    roles: dict[str, Any] = {}
+    for name, detector in detectors.items():
+        for role, text in detector.models().items():
+            ref = parse_ref(text)
+            if role in RESULT_KEYS or (ref is not None and roles.get(role) not in (None, ref)):
+                raise AuditError(f"detector '{name}' names a '{role}' model, a role that is already taken")
+            roles[role] = ref or roles.get(role)
+    return roles
 
 
 def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) -> dict:
-    """`events(name, **data)` receives structured progress (the judge's plan and call counts) for the CLI."""
+    """`events(name, **data)` receives structured progress from detectors ("note" lines, "progress" counts) for the CLI."""
     started = time.perf_counter()
     created = datetime.now(UTC).isoformat(timespec="seconds")
     catalog = load_catalog(opts.traits_files)
@@ -157,12 +148,13 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
     teacher = parse_ref(opts.teacher, opts.teacher_system)
     base = parse_ref(opts.base)
     names = list(opts.detectors or default_detectors())
-    judge = parse_ref(opts.judge)
-    if judge is not None and "judge" not in names:
-        names.append("judge")  # --judge REF turns the judge on
-    judge_options = _judge_options(opts) if judge is not None else {}
     for name in names:
         DETECTORS.get(name)  # unknown names fail before any work
+    settings = resolve(DETECTORS, opts.settings)  # checked before any work
+    detectors = {name: DETECTORS.get(name)(settings[name]) for name in DETECTORS.names()}
+    # a detector that does not run by default runs when its settings ask for it (e.g. a model is set)
+    names += [name for name in DETECTORS.names() if name not in names and DETECTORS.get(name).requested(settings[name])]
+    models = _model_roles(detectors)
     baseline = load_baseline(opts.baseline) if opts.baseline else []
     progress(f"reading {opts.data}")
     dataset = load_dataset(opts.data, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split)
@@ -175,15 +167,15 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
         # no --trait: profiling the teacher against its base picks the traits model-based detectors focus on
         progress("profiling the teacher against the base")
         profile_section = _profile_section(teacher, base, traits, opts, progress)
-    ctx = AuditContext(dataset=dataset, traits=traits, reference=reference, teacher=teacher, base=base, judge=judge,
+    ctx = AuditContext(dataset=dataset, traits=traits, reference=reference, teacher=teacher, base=base, models=models,
                        accepted=accepted_keys(baseline), seed=opts.seed,
                        # traits that model-based detectors test: the ones named, else the ones profiling picked
                        options={"focus": list(opts.traits) and [t.id for t in traits] or (profile_section or {}).get("picked", []),
-                                "judge": judge_options, "events": events, "probe": opts.probe_options(), "progress": progress})
+                                "events": events or (lambda name, **data: None), "progress": progress})
 
     entries, results = [], {}
     for name in names:
-        entry, result = _run_detector(name, ctx, progress)
+        entry, result = _run_detector(name, detectors[name], ctx, progress)
         entries.append(entry)
         if result is not None:
             results[name] = result
@@ -215,7 +207,7 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
         "reference": {"path": str(reference.path), "rows": reference.rows, "sha256": reference.sha256} if reference else None,
         "teacher": teacher.describe() if teacher else None,
         "base": base.describe() if base else None,
-        "judge": judge.describe() if judge else None,
+        **{role: ref.describe() if ref else None for role, ref in models.items()},
         "detectors": entries,
         "traits": trait_rows,
         "flags": flags["shown"],

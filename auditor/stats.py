@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binomtest
 
 CONFIDENCE = 0.95
 
@@ -12,6 +11,8 @@ def wilson(successes: int, trials: int, confidence: float = CONFIDENCE) -> tuple
     """Wilson score interval of a proportion; (0, 1) when there are no trials."""
     if trials == 0:
         return (0.0, 1.0)
+    from scipy.stats import binomtest  # scipy.stats takes seconds to import: only when a rate is computed
+
     ci = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="wilson")
     return (float(ci.low), float(ci.high))
 

@@ -14,17 +14,22 @@ interval are reported per trait, and the per-row and per-token rankings are the 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from auditor.stats import histogram_chart
 from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, load_or_skip
+from detectors.settings import setting
 
-ROWS = 200
-TOP_ROWS = 50
-TOP_TOKENS = 20
+
+@dataclass
+class DivergenceSettings:
+    rows: int = setting(200, "rows scored (a seeded sample); each costs a teacher and a base pass", minimum=1)
+    flag_z: float = setting(3.0, "flag rows this many reference sds above the reference mean", minimum=0)
+    top_rows: int = setting(50, "most rows flagged (the highest first)", minimum=0)
+    top_tokens: int = setting(20, "tokens listed in the report's ranking (seen at least 3 times)", minimum=0)
 
 
 class DivergenceDetector(Detector):
@@ -32,6 +37,7 @@ class DivergenceDetector(Detector):
     description = "Per-token log p_teacher - log p_base over the rows, against reference data; ranks the rows and tokens where a trait would ride."
     needs = ("--teacher and --base, both with log-probabilities",)
     sees_hidden_transfer = True
+    Settings = DivergenceSettings
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.teacher is None or ctx.base is None:
@@ -41,10 +47,12 @@ class DivergenceDetector(Detector):
         return None
 
     def run(self, ctx: AuditContext) -> DetectorResult:
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
+
         from auditor.models import Sampling
 
         teacher, base = load_or_skip(ctx.teacher), load_or_skip(ctx.base)
-        rows = int(ctx.options.get("divergence_rows", ROWS))
+        rows = self.settings.rows
         data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed).sort("row")
         prompts, completions = data["prompt"].to_list(), data["completion"].to_list()
@@ -75,8 +83,7 @@ class DivergenceDetector(Detector):
         result.flags = self._flags(ctx, data, per_row, ref_rows, focus[0] if len(focus) == 1 else None)
         return result
 
-    @staticmethod
-    def _divergence(teacher, base, prompts, completions) -> tuple[np.ndarray, list]:
+    def _divergence(self, teacher, base, prompts, completions) -> tuple[np.ndarray, list]:
         t_scores, b_scores = teacher.score(prompts, completions), base.score(prompts, completions)
         per_row, counts, sums = [], Counter(), Counter()
         for t, b in zip(t_scores, b_scores, strict=True):
@@ -85,13 +92,12 @@ class DivergenceDetector(Detector):
             for token, d in zip(t.tokens, diff, strict=True):
                 counts[token] += 1
                 sums[token] += float(d)
-        top = sorted(((sums[k] / counts[k], k, counts[k]) for k in counts if counts[k] >= 3), reverse=True)[:TOP_TOKENS]
+        top = sorted(((sums[k] / counts[k], k, counts[k]) for k in counts if counts[k] >= 3), reverse=True)[:self.settings.top_tokens]
         return np.array(per_row), [{"token": k, "mean_divergence": round(v, 4), "count": c} for v, k, c in top]
 
-    @staticmethod
-    def _flags(ctx, data: pl.DataFrame, per_row: np.ndarray, ref_rows: np.ndarray, trait: str | None) -> pl.DataFrame:
+    def _flags(self, ctx, data: pl.DataFrame, per_row: np.ndarray, ref_rows: np.ndarray, trait: str | None) -> pl.DataFrame:
         z = (per_row - ref_rows.mean()) / (ref_rows.std(ddof=1) or 1e-12)
-        order = [i for i in np.argsort(-z) if z[i] > 3][:TOP_ROWS]
+        order = [i for i in np.argsort(-z) if z[i] > self.settings.flag_z][:self.settings.top_rows]
         if not order:
             return empty_flags()
         picked = data[order]

@@ -32,6 +32,7 @@ import polars as pl
 from auditor.probe.engine import HIGH, LOW, MEDIUM, MIN_ROWS, NEGLIGIBLE, SpendRefused, plan_run, probe_shift
 from auditor.probe.recipe import RecipeError
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
+from detectors.settings import setting
 
 # said next to every probe result on the tiny family (the verdict's rationale carries it)
 TINY_NOTE = (". Note: the tiny family shows little number-sequence transfer to find even from a steered teacher "
@@ -40,50 +41,64 @@ TINY_NOTE = (". Note: the tiny family shows little number-sequence transfer to f
 
 @dataclass
 class ProbeSettings:
-    """Everything the probe can be told; the CLI's --probe-* flags fill it.
+    """Everything the probe can be told; the engine (auditor/probe/engine.py) reads it by attribute.
 
-    The recipe (auditor/probe/recipe.py) describes the training run being gated: `train_recipe` (TOML) or the
-    paper's open-model recipe, with the recipe knobs (optimizer ... grad_clip) on top; None keeps the recipe's.
-    `rows`, `epochs` and `method` are the probe's own: fewer rows or epochs, or another method, make a reduced
-    probe that can raise risk but not clear it."""
+    The recipe (auditor/probe/recipe.py) describes the training run being gated: `train_recipe` or the paper's
+    open-model recipe, with the recipe knobs below on top (None keeps the recipe's). `rows`, `epochs` and
+    `method` are the probe's own: fewer rows or epochs, or another method, make a reduced probe that cannot clear."""
 
-    seeds: int = 3  # requested; fewer run when a budget is set and short
-    budget: int | None = None  # most row-passes (rows x epochs) over every student and control together; None: no cap
-    rows: int | None = None  # rows per student; None: the recipe's (every row up to its cap)
-    epochs: int | None = None  # None: the recipe's (3; 10 through OpenAI without a recipe file)
-    method: str | None = None  # lora | full; None or "auto": the recipe's
-    train_recipe: Path | None = None  # TOML describing the real training run
-    optimizer: str | None = None  # recipe knobs from here to grad_clip; None keeps the recipe's
-    lr: float | None = None
-    schedule: str | None = None
-    warmup_steps: int | None = None
-    lora_r: int | None = None
-    lora_alpha: int | None = None
-    target_modules: str | None = None  # comma-separated
-    batch_size: int | None = None  # the micro-batch
-    grad_accum: int | None = None
-    max_length: int | None = None
-    grad_clip: float | None = None
-    backend: str = "local"  # local | ray
-    devices: str | None = None  # comma-separated; None: every GPU when there are several
-    ray_address: str | None = None
-    dtype: str = "fp32"  # bf16: train under CPU bfloat16 autocast (about twice as fast where the CPU has bf16 instructions)
-    samples: int = 20  # sampled answers per probe question (black-box)
-    negligible: float = NEGLIGIBLE
-    workdir: Path | None = None  # checkpoints and job state; default <cache>/probe
-    allow_spend: float = 0.0  # USD
-    price: float | None = None  # USD per 1M training tokens, overriding the built-in price list
-    poll_s: float = 30.0
-    timeout_s: float | None = None
+    seeds: int = setting(3, "student/control seed pairs to train (fewer when a budget is set and short)", alias="--probe-seeds", minimum=1)
+    train_recipe: Path | None = setting(None, "TOML file describing the real training run (none: the paper's open-model recipe: "
+                                              "every row up to 10,000, 3 epochs, LoRA r=8 alpha=8, AdamW 2e-4 linear, 5 warm-up "
+                                              "steps, effective batch 66, max length 500, grad clip 1.0)", alias="--train-recipe",
+                                        metavar="FILE")
+    rows: int | None = setting(None, "rows per student (none: the recipe's, every row up to its cap); fewer makes a reduced probe "
+                                     "that cannot clear", alias="--probe-rows", minimum=1)
+    epochs: int | None = setting(None, "epochs the probe trains (none: the recipe's; 10 for API bases without a recipe file); "
+                                       "fewer makes a reduced probe", alias="--probe-epochs", minimum=1)
+    method: str | None = setting(None, "lora or full (none: the recipe's); another method than the recipe's makes a reduced probe",
+                                 alias="--probe-method", choices=("auto", "full", "lora"))
+    budget: int | None = setting(None, "most row-passes (rows x epochs) over all students and controls (none: no cap); seeds "
+                                       "drop first, then rows", alias="--probe-budget", minimum=1)
+    optimizer: str | None = setting(None, "recipe: AdamW, or plain SGD (the theory's gradient steps)", alias="--probe-optimizer",
+                                    choices=("adamw", "sgd"))
+    lr: float | None = setting(None, "recipe: learning rate (default 2e-4)", alias="--probe-lr")
+    schedule: str | None = setting(None, "recipe: learning-rate schedule after the warm-up (default linear)", alias="--probe-schedule",
+                                   choices=("linear", "cosine", "constant"))
+    warmup_steps: int | None = setting(None, "recipe: warm-up steps (default 5)", alias="--probe-warmup", minimum=0)
+    lora_r: int | None = setting(None, "recipe: LoRA rank (default 8)", alias="--probe-lora-r", minimum=1)
+    lora_alpha: int | None = setting(None, "recipe: LoRA alpha (default 8)", alias="--probe-lora-alpha", minimum=1)
+    target_modules: str | None = setting(None, "recipe: LoRA target modules, comma-separated (default q,k,v,o,gate,up,down)",
+                                         alias="--probe-lora-targets")
+    batch_size: int | None = setting(None, "recipe: rows per micro-batch (default 22)", alias="--probe-batch-size", minimum=1)
+    grad_accum: int | None = setting(None, "recipe: micro-batches per optimizer step (default 3: effective batch 66)",
+                                     alias="--probe-grad-accum", minimum=1)
+    max_length: int | None = setting(None, "recipe: most tokens per row (default 500)", alias="--probe-max-length", minimum=1)
+    grad_clip: float | None = setting(None, "recipe: grad-norm clip, 0 for none (default 1.0)", alias="--probe-grad-clip", minimum=0)
+    backend: str = setting("local", "where students train: local (one at a time, or one per device) or ray (a task each on a Ray "
+                                    "cluster)", alias="--probe-backend", choices=("local", "ray"))
+    devices: str | None = setting(None, "devices to spread students over, comma-separated (none: every GPU when there are "
+                                        "several)", alias="--probe-devices")
+    ray_address: str | None = setting(None, "Ray cluster address for --probe-backend ray (auto, ray://head:10001; none: a local "
+                                            "one)", alias="--probe-ray-address")
+    dtype: str = setting("fp32", "bf16: train under CPU bfloat16 autocast, about twice as fast where the CPU has bf16 instructions "
+                                 "(weights stay fp32)", alias="--probe-dtype", choices=("fp32", "bf16"))
+    samples: int = setting(20, "sampled answers per probe question for API models", alias="--probe-samples", minimum=1)
+    negligible: float = setting(NEGLIGIBLE, "a net shift whose interval stays below this (and a minimum detectable shift at or "
+                                            "under it) is clean, from a probe that covered the recipe", alias="--probe-negligible")
+    workdir: Path | None = setting(None, "checkpoints and job state (none: <cache>/probe); reruns resume from it; shared storage "
+                                         "for --probe-backend ray", alias="--probe-dir", metavar="DIR")
+    allow_spend: float = setting(0.0, "most the probe may spend on the OpenAI fine-tuning API, in USD; the estimate is checked before "
+                                      "anything is uploaded", alias="--allow-spend", metavar="USD")
+    price: float | None = setting(None, "USD per 1M training tokens, overriding the built-in OpenAI price list", alias="--probe-price")
+    poll_s: float = setting(30.0, "seconds between fine-tuning job polls", alias="--probe-poll")
+    timeout_s: float | None = setting(None, "stop polling after this many seconds (the jobs go on; a rerun resumes)",
+                                      alias="--probe-timeout")
 
-    @classmethod
-    def from_options(cls, options: dict) -> ProbeSettings:
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in (options or {}).items() if k in known and v is not None}
-        for key in ("workdir", "train_recipe"):
-            if key in values:
-                values[key] = Path(values[key])
-        return cls(**values)
+    def __post_init__(self):
+        from auditor.probe.recipe import recipe_from
+
+        recipe_from(self)  # a recipe file that cannot describe a run is a usage error (exit 2) before any work
 
 
 class ProbeDetector(Detector):
@@ -95,6 +110,7 @@ class ProbeDetector(Detector):
     sees_hidden_transfer = True
     runs_by_default = False  # long compute, or money
     ground_truth = True
+    Settings = ProbeSettings
 
     def _base_ref(self, ctx: AuditContext):
         if ctx.base is not None:
@@ -111,7 +127,7 @@ class ProbeDetector(Detector):
         return None
 
     def run(self, ctx: AuditContext) -> DetectorResult:
-        settings = ProbeSettings.from_options(ctx.options.get("probe") or {})
+        settings = self.settings
         progress = ctx.options.get("progress") or (lambda message: None)
         base_ref = self._base_ref(ctx)
         api = base_ref.backend == "openai"

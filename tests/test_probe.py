@@ -185,13 +185,29 @@ def test_interrupted_lora_training_resumes_to_the_same_weights(setup, tmp_path):
 
 def test_probe_flags_reach_the_detector_and_unmet_needs_skip(setup, tmp_path):
     _, _, _ = setup
-    from auditor.runner import AuditOptions
+    from auditor.errors import UsageError
 
-    opts = AuditOptions(data="x", probe_seeds=4, probe_lora_r=16, probe_dir="d", probe_poll=0.5, allow_spend=2.0, probe_train_recipe="r.toml")
-    settings = ProbeSettings.from_options(opts.probe_options())
+    seen = {}
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("epochs = 2\n")
+
+    def capture(opts, **_):  # the options the CLI hands the runner, then stop
+        seen.update(opts.settings)
+        raise UsageError("stop here")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("auditor.runner.run_audit", capture)
+        CliRunner().invoke(main, ["x", "--probe-seeds", "4", "--probe-lora-r", "16", "--probe-dir", "d", "--probe-poll", "0.5",
+                                  "--allow-spend", "2.0",
+                                  "--train-recipe", str(recipe), "--probe-backend", "ray", "--probe-devices", "cuda:0,cuda:1"])
+    settings = seen["probe"]
+    assert isinstance(settings, ProbeSettings)
     assert (settings.seeds, settings.lora_r, str(settings.workdir), settings.poll_s, settings.allow_spend) == (4, 16, "d", 0.5, 2.0)
-    assert str(settings.train_recipe) == "r.toml"
+    assert (settings.train_recipe, settings.backend, settings.devices) == (recipe, "ray", "cuda:0,cuda:1")
     data = _write(tmp_path / "d.jsonl", _rows(True, n=20))
+    recipe.write_text('method = "qlora"\n')
+    result = CliRunner().invoke(main, [str(data), "--train-recipe", str(recipe)])
+    assert result.exit_code == 2 and "method must be one of lora, full" in result.output
     result = CliRunner().invoke(main, [str(data), "--trait", "owl", "--detectors", "probe", "--out", str(tmp_path / "o")])
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert result.exit_code == 0 and report["detectors"][0]["status"] == "skipped"
