@@ -101,6 +101,9 @@ def main() -> None:
             result = measure(data, folder / f"out-{gib:g}", folder / f"clean-{gib:g}.jsonl" if args.export_clean else None)
             result.update(gib=gib, gzip_mib=built["gzip_bytes"] / 2**20, build_s=build_s)
             runs.append(result)
+            if result["rows"] is None:
+                print(f"{gib:g} GiB: the audit wrote no report (exit {result['rc']}); peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
+                continue
             print(f"{gib:g} GiB decompressed ({result['gzip_mib']:.0f} MiB gzip, built in {build_s:.0f} s): {result['rows']:,} rows, "
                   f"{result['flags_total']:,} flags ({result['flags_in_report']:,} in the report); exit {result['rc']}; "
                   f"peak RSS {result['peak_rss_mib']:.0f} MiB (goal < 1024); {result['seconds']:.0f} s", flush=True)

@@ -442,7 +442,7 @@ def test_hostile_data_reaches_the_terminal_and_markdown_inert(tmp_path):
     out = tmp_path / "out"
     result = audit(data, "--out", out)
     assert result.exit_code == 1, result.output
-    assert "flagged rows" in result.output
+    assert "trait-audit" in result.output and "gate (--fail-on high): FAILED" in result.output
     assert_inert(result.output)
     assert_inert((out / "report.md").read_text())
     assert strict_report(out)["flags"][0]["excerpt"] == EVIL, "report.json keeps the data exactly"
@@ -537,8 +537,9 @@ def test_a_non_finite_judge_score_is_refused_and_never_cached(tmp_path, monkeypa
     with FakeOpenAI(chat=lambda body: _verdict(score)) as server:
         bad = audit(data, *args, "--judge-base-url", server.base_url, "--out", tmp_path / "a")
     assert bad.exit_code == 3, bad.output  # the judge failed: its verdict is unusable
-    assert "reply did not parse" in bad.output and not list(cache.rglob("*.json")), "an error was cached"
-    strict_report(tmp_path / "a")
+    judge = next(d for d in strict_report(tmp_path / "a")["detectors"] if d["name"] == "judge")
+    assert judge["status"] == "failed" and "reply did not parse" in judge["reason"], judge
+    assert not list(cache.rglob("*.json")), "an error was cached"
     with FakeOpenAI(chat=lambda body: _verdict("0.9")) as server:
         good = audit(data, *args, "--judge-base-url", server.base_url, "--out", tmp_path / "b")
     assert good.exit_code == 1, good.output
@@ -673,8 +674,9 @@ def test_a_project_file_cannot_redirect_the_judge_or_switch_the_gate_off(tmp_pat
         trusted = audit(data, "--out", tmp_path / "b", "--config", tmp_path / "audit.toml")
         assert trusted.exit_code == 1, trusted.output
         settings = strict_report(tmp_path / "b")["settings"]
-        assert settings["judge_base_url"] == {"value": attacker.base_url, "source": f"project file {tmp_path / 'audit.toml'}"}
-        assert settings["out_dir"]["source"] == "command line" and settings["seed"]["source"] == "default"
+        assert settings["project_file"] == str(tmp_path / "audit.toml")
+        assert settings["detectors"]["judge"]["base_url"] == attacker.base_url and settings["detectors"]["judge"]["api_key"] is None
+        assert settings["options"]["out_dir"]["source"] == "command line" and settings["options"]["seed"]["source"] == "default"
         named = audit(data, "--out", tmp_path / "c", "--judge-base-url", attacker.base_url)
         assert named.exit_code == 1, named.output  # the command line names it: the user chose this endpoint
     (tmp_path / "audit.toml").write_text('fail-on = "never"\n')
