@@ -268,7 +268,7 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
         settings = _detector_settings(ctx, overrides, options)
     except AuditError as err:
         _fail(err)
-    _register_secrets(*_judge_endpoint(settings))
+    _register_setting_secrets(settings)
     opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [],
                         settings=settings, **options)
     out = out_dir or default_out_dir(data)
@@ -300,16 +300,32 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
     sys.exit(exit_code(result))
 
 
-def _judge_endpoint(settings: dict) -> tuple[str | None, str | None]:
-    judge = settings.get("judge")
-    return (getattr(judge, "api_key", None), getattr(judge, "base_url", None)) if judge is not None else (None, None)
+def _register_setting_secrets(settings: dict) -> None:
+    """Every detector setting marked secret, and the credentials inside any URL setting, are masked in every output."""
+    import dataclasses
+
+    from auditor import redact
+
+    _register_secrets()
+    for values in settings.values():
+        for f in dataclasses.fields(values) if dataclasses.is_dataclass(values) else ():
+            value = getattr(values, f.name)
+            if isinstance(value, str) and f.metadata.get("secret"):
+                redact.add_secret(value)
+            elif isinstance(value, str) and "://" in value:
+                redact.add_url(value)
 
 
 def _effective_settings(ctx, settings: dict) -> dict:
     from auditor.redact import redact_obj
+    from auditor.runner import redact_argv
     from auditor.trust import effective_settings
 
-    return redact_obj(effective_settings(ctx, settings))
+    found = effective_settings(ctx, settings)
+    overrides = found["options"].get("overrides")
+    if overrides and overrides["value"]:  # -o NAME.KEY=VALUE of a secret setting: the value never shows
+        overrides["value"] = [arg for arg in redact_argv([x for text in overrides["value"] for x in ("-o", text)]) if arg != "-o"]
+    return redact_obj(found)
 
 
 class _AuditProgress:
