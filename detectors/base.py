@@ -81,18 +81,21 @@ class AuditContext:
     options: dict[str, Any] = field(default_factory=dict)
     accepted: set[tuple[str, str, str | None]] = field(default_factory=set)  # (detector, digest, trait) from a baseline
     seed: int = 0
+    placement: Any = None  # auditor.models.Placement: device and dtype of every local model (None: the defaults)
 
     def accepted_digests(self, detector: str, trait: str | None) -> set[str]:
         return {d for det, d, t in self.accepted if det == detector and t == trait}
 
 
-def load_or_skip(ref):
-    """The model behind a reference; a reference that cannot be loaded skips the detector with the reason."""
+def load_or_skip(ref, placement=None):
+    """The model behind a reference, placed as the audit says (ctx.placement); a reference that cannot be loaded skips
+    the detector with the reason. A model too large for the memory at hand is no reason to skip: DoesNotFit goes up
+    (exit 2, with the numbers and the ways out)."""
     from auditor.errors import UsageError
     from auditor.models import load_model
 
     try:
-        return load_model(ref)
+        return load_model(ref, placement)
     except UsageError as err:
         raise Skip(str(err)) from None
 

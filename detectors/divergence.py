@@ -43,7 +43,7 @@ class DivergenceDetector(Detector):
     def run(self, ctx: AuditContext) -> DetectorResult:
         from auditor.models import Sampling
 
-        teacher, base = load_or_skip(ctx.teacher), load_or_skip(ctx.base)
+        teacher, base = load_or_skip(ctx.teacher, ctx.placement), load_or_skip(ctx.base, ctx.placement)
         rows = int(ctx.options.get("divergence_rows", ROWS))
         data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed).sort("row")

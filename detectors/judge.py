@@ -335,10 +335,10 @@ class _OpenAIJudge:
 class _LocalJudge:
     """A local model (transformers) as the judge: greedy generation, one row at a time."""
 
-    def __init__(self, ref, settings: JudgeSettings):
+    def __init__(self, ref, settings: JudgeSettings, placement=None):
         from detectors.base import load_or_skip
 
-        self.model_obj = load_or_skip(ref)
+        self.model_obj = load_or_skip(ref, placement)
         self.model = ref.ref
         self.endpoint = f"local:{ref.ref}"
         self.secret = None
@@ -416,7 +416,7 @@ class JudgeDetector(Detector):
 
         settings = JudgeSettings.from_options(ctx.options.get("judge") or {})
         events = ctx.options.get("events") or (lambda event, **data: None)
-        backend = _OpenAIJudge(ctx.judge, settings) if ctx.judge.backend == "openai" else _LocalJudge(ctx.judge, settings)
+        backend = _OpenAIJudge(ctx.judge, settings) if ctx.judge.backend == "openai" else _LocalJudge(ctx.judge, settings, ctx.placement)
         cache = CallCache()
         traits = self._traits(ctx)
         rows, sampled = self._rows(ctx, settings)
