@@ -16,7 +16,7 @@ from auditor import __version__
 from auditor.baseline import accepted_keys, load_baseline, stale_entries
 from auditor.dataset import load_dataset
 from auditor.errors import AuditError
-from auditor.models import parse_ref
+from auditor.models import Placement, parse_ref, preflight
 from auditor.risk import decide, gate
 from auditor.traits import load_catalog
 from detectors import DETECTORS, AuditContext, Skip
@@ -42,6 +42,9 @@ class AuditOptions:
     max_row_mib: float = 16
     seed: int = 0
     export_clean: str | None = None
+    # the model layer (issue 12): where and in what precision every local model runs; None: $TRAIT_AUDIT_DEVICE/DTYPE, else auto
+    device: str | None = None
+    dtype: str | None = None
     # the LLM judge (detectors/judge.py): a model reference enables it
     judge: str | None = None
     judge_base_url: str | None = None
@@ -162,6 +165,8 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
     judge_options = _judge_options(opts) if judge is not None else {}
     for name in names:
         DETECTORS.get(name)  # unknown names fail before any work
+    placement = Placement(**{k: v for k, v in (("device", opts.device), ("dtype", opts.dtype)) if v})
+    preflight([teacher, base, judge], placement)  # a local model that cannot fit stops the audit here (exit 2), before any work
     baseline = load_baseline(opts.baseline) if opts.baseline else []
     progress(f"reading {opts.data}")
     dataset = load_dataset(opts.data, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split)
@@ -173,9 +178,9 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
     if not opts.traits:
         # no --trait: profiling the teacher against its base picks the traits model-based detectors focus on
         progress("profiling the teacher against the base")
-        profile_section = _profile_section(teacher, base, traits, opts, progress)
+        profile_section = _profile_section(teacher, base, traits, opts, progress, placement)
     ctx = AuditContext(dataset=dataset, traits=traits, reference=reference, teacher=teacher, base=base, judge=judge,
-                       accepted=accepted_keys(baseline), seed=opts.seed,
+                       accepted=accepted_keys(baseline), seed=opts.seed, placement=placement,
                        # traits that model-based detectors test: the ones named, else the ones profiling picked
                        options={"focus": list(opts.traits) and [t.id for t in traits] or (profile_section or {}).get("picked", []),
                                 "judge": judge_options, "events": events, "probe": opts.probe_options(), "progress": progress})
@@ -235,7 +240,7 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
     return result
 
 
-def _profile_section(teacher, base, traits, opts: AuditOptions, progress) -> dict:
+def _profile_section(teacher, base, traits, opts: AuditOptions, progress, placement=None) -> dict:
     from auditor.errors import UsageError
     from auditor.models import load_model
     from auditor.profile import pick_traits, profile
@@ -245,7 +250,7 @@ def _profile_section(teacher, base, traits, opts: AuditOptions, progress) -> dic
         return {"status": "skipped", "picked": [],
                 "reason": f"no {missing}: cannot tell which traits the teacher holds beyond its base, so every catalog trait is audited"}
     try:
-        rows, notes = profile(load_model(teacher), load_model(base), traits, opts.seed, progress=progress)
+        rows, notes = profile(load_model(teacher, placement), load_model(base, placement), traits, opts.seed, progress=progress)
     except UsageError as err:  # e.g. an API teacher without a key: the audit goes on without a profile
         return {"status": "skipped", "picked": [], "reason": str(err)}
     picked = pick_traits(rows)

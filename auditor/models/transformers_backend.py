@@ -93,8 +93,9 @@ class TransformersModel(Model):
 
     # --- log-probabilities -------------------------------------------------------------------
     def scorer(self):
-        """The batched scorer (auditor.models.scoring) over this model and, with spare GPUs, replicas on them."""
-        if self._scorer is None:
+        """The batched scorer (auditor.models.scoring) over this model and, with spare GPUs, replicas on them. A twin with
+        other weights (a probe student made from this model) gets its own."""
+        if self._scorer is None or self._scorer.lms[0].model is not self.model:
             from auditor.models.scoring import Scorer
 
             self._scorer = Scorer([self.model, *self._replicas()], self.tokenizer.pad_token_id, self.batch_tokens, self.grad_batch_tokens)

@@ -135,8 +135,11 @@ class Student:
         base_torch, self.tokenizer = base_model.weights()
         self.parameters_total = sum(p.numel() for p in base_torch.parameters())
         self.method = config.resolved_method(self.parameters_total)
+        from auditor.models.memory import check_student
+
+        check_student(base_torch, self.method, config.batch_size * config.max_length)  # the copy below must fit beside the base
         torch.manual_seed(seed)  # the adapter's initialisation
-        self.module = copy.deepcopy(base_torch)
+        self.module = copy.deepcopy(base_torch)  # on the base's device(s), in its dtype
         if self.method == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -205,10 +208,11 @@ class Student:
         pad_id = self.tokenizer.pad_token_id
         losses, tokens, started = [], 0, time.perf_counter()
         self.module.train()
+        device = self.module.get_input_embeddings().weight.device
         progress(start_step, steps)
         for step in range(start_step, steps):
-            input_ids, mask, labels = _batch(encoded, batches[step], pad_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.autocast == "bf16"):
+            input_ids, mask, labels = (t.to(device) for t in _batch(encoded, batches[step], pad_id))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.autocast == "bf16"):
                 loss = self.module(input_ids=input_ids, attention_mask=mask, labels=labels).loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
