@@ -161,7 +161,8 @@ def test_audit_places_teacher_base_judge_and_probe_students(folder, tmp_path, mo
     result = CliRunner().invoke(main, [str(data), "--teacher", str(folder), "--teacher-system", owl, "--base", str(folder), "--judge", str(folder),
                                        "--trait", "animal:owl", "--detectors", "likelihood,divergence,judge,probe", "--judge-sample", "2",
                                        "--probe-seeds", "1", "--probe-rows", "12", "--probe-epochs", "1", "--reference", str(data),
-                                       "--device", "cpu", "--dtype", "bf16", "--fail-on", "never", "--out", str(tmp_path / "o")])
+                                       "--device", "cpu", "--dtype", "bf16", "--fail-on", "never", "--probe-dir", str(tmp_path / "probe"),
+                                       "--out", str(tmp_path / "o")])
     assert result.exit_code in (0, 3), result.output  # 3: the random model's judge answers do not parse, which is not the point here
     status = {d["name"]: d["status"] for d in json.loads((tmp_path / "o" / "report.json").read_text())["detectors"]}
     assert status["likelihood"] == status["divergence"] == status["probe"] == "ran" and status["judge"] != "skipped", status

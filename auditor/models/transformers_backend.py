@@ -55,6 +55,22 @@ class TransformersModel(Model):
         self.grad_batch_tokens = (memory.grad_batch_tokens if memory is not None and memory.batch_tokens else 0) or min(default, 2048)
         self._scorer = None
 
+    @classmethod
+    def from_parts(cls, ref: ModelRef, model, tokenizer, dtype: str = "fp32") -> TransformersModel:
+        """A model built in code (random weights of a real shape, for the throughput bench) on this interface."""
+        self = cls.__new__(cls)
+        Model.__init__(self, ref)
+        import torch
+
+        self.torch, self.model, self.tokenizer, self.dtype, self.memory = torch, model.eval(), tokenizer, dtype, None
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.batch_size, self.source, self.spare_devices, self._scorer = 16, "(in memory)", [], None
+        self.device = str(model.get_input_embeddings().weight.device)
+        self.batch_tokens = 2048 if self.device == "cpu" else 16384
+        self.grad_batch_tokens = 2048
+        return self
+
     def _load(self, devices: tuple[str, ...], memory, device_map=None):
         """Weights straight onto their device: one GPU (device_map {"": cuda:N}), several (accelerate's "auto" within
         the plan's max_memory), or CPU/MPS (loaded, then moved). SDPA attention where the architecture has it."""
