@@ -220,21 +220,22 @@ def measure(shape: str, args, tok) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         likelihood_run(model, data_rows[:2], ref_rows[:2], Path(tmp))  # warm-up: allocator, kernels, tokenizer caches
         for _ in range(args.repeats):
-            seconds, tokens, sequences, ran = likelihood_run(model, data_rows, ref_rows, Path(tmp))
-            best["likelihood"] = max(best["likelihood"], tokens / seconds)
-            best["bare_forward"] = max(best["bare_forward"], tokens / bare_forward(model, sequences, args.batch_rows))
+            seconds, row_tokens, sequences, ran = likelihood_run(model, data_rows, ref_rows, Path(tmp))
+            best["likelihood"] = max(best["likelihood"], row_tokens / seconds)
+            best["likelihood_model_tokens"] = max(best.get("likelihood_model_tokens", 0.0), ran / seconds)
+            best["bare_forward"] = max(best["bare_forward"], row_tokens / bare_forward(model, sequences, args.batch_rows))
     train_rows = data_rows
     for _ in range(args.repeats):
         seconds, tokens = probe_run(model, train_rows, args.steps, args.train_batch)
         best["probe"] = max(best["probe"], tokens / seconds)
         seconds, tokens = bare_lora(model, train_rows, args.steps, args.train_batch)
         best["bare_lora"] = max(best["bare_lora"], tokens / seconds)
-    row_tokens = sum(len(s) for s in sequences) / len(sequences)
     del model
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return {"shape": shape, "parameters": parameters, "device": device, "dtype": dtype, "rows_per_side": args.rows,
-            "mean_tokens_per_sequence": round(row_tokens, 1), "sequences_scored": len(sequences), "row_tokens": tokens, "tokens_run": ran,
+            "mean_tokens_per_sequence": round(row_tokens / len(sequences), 1), "sequences_scored": len(sequences), "row_tokens": row_tokens,
+            "tokens_run": ran,
             "train_steps": args.steps,
             "train_batch": args.train_batch, **{k: round(v, 1) for k, v in best.items()},
             "likelihood_ratio": round(best["likelihood"] / best["bare_forward"], 3), "probe_ratio": round(best["probe"] / best["bare_lora"], 3)}

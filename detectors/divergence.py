@@ -77,7 +77,11 @@ class DivergenceDetector(Detector):
 
     @staticmethod
     def _divergence(teacher, base, prompts, completions) -> tuple[np.ndarray, list]:
-        t_scores, b_scores = teacher.score(prompts, completions), base.score(prompts, completions)
+        from auditor.models.scoring import device_of, side_by_side
+
+        # the teacher's and the base's passes at once where they sit on different GPUs (or endpoints)
+        t_scores, b_scores = side_by_side([lambda: teacher.score(prompts, completions), lambda: base.score(prompts, completions)],
+                                          [device_of(teacher), device_of(base)])
         per_row, counts, sums = [], Counter(), Counter()
         for t, b in zip(t_scores, b_scores, strict=True):
             diff = np.array(t.logprobs) - np.array(b.logprobs)

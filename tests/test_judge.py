@@ -347,7 +347,7 @@ def test_a_local_model_can_judge(tmp_path, cache, monkeypatch):
             assert sampling.temperature == 0 and len(prompts) == 1
             return [[json.dumps(self.judge.verdict(system, prompts[0]))]]
 
-    monkeypatch.setattr("detectors.base.load_or_skip", lambda ref, placement=None: Stub())
+    monkeypatch.setattr("detectors.judge.load_or_skip", lambda ref, placement=None: Stub())
     ctx = context({"jobs": 4})
     ctx.judge = parse_ref("smollm2")
     result = JudgeDetector().run(ctx)

@@ -181,3 +181,32 @@ def test_gradient_passes_equal_the_old_ones(tiny_folder, tmp_path):
     for key in ("alignment", "reference_alignment", "effect"):
         assert new[key] == pytest.approx(old[key], rel=1e-3, abs=1e-5), key
     assert new["interval"] == pytest.approx(old["interval"], rel=1e-3, abs=1e-4)
+
+
+def test_independent_work_runs_side_by_side_only_on_separate_accelerators():
+    import threading
+
+    from auditor.models.scoring import side_by_side
+
+    def task_pair():
+        started, both = [], threading.Barrier(2, timeout=5)
+
+        def task(name):
+            def run():
+                started.append(threading.current_thread().name)
+                if threads_expected:
+                    both.wait()  # only passes when the two run at once
+                return name
+            return run
+        return [task("teacher"), task("base")], started
+
+    threads_expected = True
+    tasks, started = task_pair()
+    assert side_by_side(tasks, ["cuda:0", "cuda:1"]) == ["teacher", "base"]
+    assert threading.main_thread().name not in started
+    tasks, _ = task_pair()
+    assert side_by_side(tasks, ["remote", "cuda:0"]) == ["teacher", "base"], "an endpoint and a GPU"
+    threads_expected = False
+    for devices in (["cpu", "cpu"], ["cuda:0", "cuda:0"], ["cpu", "cuda:0"]):
+        tasks, started = task_pair()
+        assert side_by_side(tasks, devices) == ["teacher", "base"] and set(started) == {threading.main_thread().name}

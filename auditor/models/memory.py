@@ -166,3 +166,23 @@ def check_student(base_torch, method: str, tokens: int, hardware: Hardware | Non
                          f"weights + {gib(working)} to train on {tokens}-token batches = {gib(weights + working)}, and {device} has "
                          f"{gib(free)} free (a plan uses at most {HEADROOM:.0%}). Ways out: --dtype bf16, LoRA (--probe-method lora), "
                          "a smaller --probe-batch-size, a GPU with more memory, or the OpenAI fine-tuning protocol for API bases.")
+
+
+def needs_table(names: list[str] | None = None) -> str:
+    """The docs' table of memory needs per model shape and dtype (python -m auditor.models.memory)."""
+    from auditor.models.shapes import SHAPES, shape_config
+
+    lines = ["| model | parameters | weights fp32 | weights bf16 | scoring, bf16 (16k-token batch) | probe LoRA student, bf16 (22 x 128-token step) |",
+             "|---|---|---|---|---|---|"]
+    for name in names or list(SHAPES):
+        config = shape_config(name)
+        n = parameter_count(config)
+        bf16 = weight_bytes(n, "bf16")
+        scoring = bf16 + scoring_bytes(config, "bf16", BATCH_TOKENS["accelerator"])
+        probe = 2 * bf16 + training_bytes(config, "bf16", 22 * 128, n // 100)
+        lines.append(f"| {name} | {n / 1e9:.2f} B | {gib(weight_bytes(n, 'fp32'))} | {gib(bf16)} | {gib(scoring)} | {gib(probe)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(needs_table())

@@ -304,6 +304,21 @@ def _new_cache(lm: CausalLM):
         return DynamicCache()
 
 
+def side_by_side(tasks: list, devices: list[str]) -> list:
+    """Independent model work (the teacher's and the base's scoring, say) at once when each task has a device of its own
+    that is not the CPU (GPUs, or "remote" endpoints); one after the other otherwise, since CPU threads would only
+    fight over the same cores."""
+    apart = len(set(devices)) == len(devices) and all(d != "cpu" and d != "mps" for d in devices)
+    if len(tasks) > 1 and apart:
+        return run_side_by_side(tasks)
+    return [task() for task in tasks]
+
+
+def device_of(model) -> str:
+    """Where a model's work runs: its input device for local weights, "remote" for an endpoint."""
+    return getattr(model, "device", None) or "remote"
+
+
 def run_side_by_side(tasks: list) -> list:
     """Run independent callables in threads (torch releases the GIL inside kernels, so work on different GPUs
     overlaps); the first error is raised after all have stopped."""
