@@ -142,7 +142,7 @@ def refusal(label: str, parameters: int, resolved: Resolved, weights: int, worki
     if resolved.dtype == "fp32":
         ways.append(f"--dtype bf16 (weights {gib(weight_bytes(parameters, 'bf16', config))})")
     ways.append("more GPUs (--device cuda spreads one model over every visible GPU)")
-    ways.append("a vLLM server for the model, referenced as openai:MODEL with --base-url (docs/models-and-scale.md)")
+    ways.append("a vLLM server for the model, referenced as openai:MODEL with its URL in OPENAI_BASE_URL (docs/models-and-scale.md)")
     return (f"{label} does not fit: {parameters / 1e9:.2f}B parameters need {gib(weights)} of weights in {resolved.dtype} "
             f"+ {gib(working)} working set for a {tokens}-token batch{others} = {gib(weights + working + also)}, "
             f"and {kind} is {where} (a plan uses at most {HEADROOM:.0%}). Ways out: " + "; ".join(ways) + ".")
