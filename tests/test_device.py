@@ -55,6 +55,18 @@ def test_the_cli_refuses_a_bad_device_with_exit_2(tmp_path):
     assert result.exit_code == 2 and "--device tpu" in result.output
 
 
+def test_audit_toml_sets_the_placement(tmp_path, monkeypatch):
+    """`device`/`dtype` in audit.toml reach the model layer like the flags (an impossible one proves it: exit 2)."""
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "p", "completion": "1, 2, 3"}\n')
+    (tmp_path / "audit.toml").write_text('device = "cuda:7"\ndtype = "bf16"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRAIT_AUDIT_DEVICE", raising=False)  # the environment outranks audit.toml (click: flag > env > config)
+    monkeypatch.setattr("auditor.models.loading.detect_hardware", lambda: machine(24))
+    result = CliRunner().invoke(main, [str(data), "--base", "smollm2", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--device cuda:7: no such CUDA device" in result.output, result.output
+
+
 # --- the memory plan ------------------------------------------------------------------------------------
 def test_parameter_count_from_the_config_alone():
     assert parameter_count(shape_config("SmolLM2-135M")) == 134_515_008  # tied head counted once
