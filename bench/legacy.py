@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.gradient import SUBSETS, GradientDetector
+from detectors.gradient import GradientDetector
 
 BATCH = 8  # rows per backward pass, as it was
 OPTION_SEQUENCES = 128  # (question, option) sequences per forward pass of the trait objective, as it was
@@ -46,7 +46,7 @@ class LegacyGradientDetector(GradientDetector):
 
     def _subset_grads(self, frame, seed: int) -> list:
         order = np.random.default_rng(seed).permutation(frame.height)
-        subsets = np.array_split(order, SUBSETS)
+        subsets = np.array_split(order, self.settings.subsets)
         prompts, completions = frame["prompt"].to_list(), frame["completion"].to_list()
         grads = []
         for subset in subsets:

@@ -13,18 +13,29 @@ restricted to the last layers, so memory stays bounded; the report says which pa
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
+from auditor.numbers import interval, one_sided_p, signed
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
 from detectors.likelihood import _levels
+from detectors.settings import setting
 
-ROWS = 256  # rows per side (a seeded sample)
-SUBSETS = 8
-OTHER_TRAITS = 6  # family members whose alignment is subtracted
-OPTION_SEQUENCES = 128  # (question, option) sequences per forward pass of the trait objective
+ALL_PARAMETERS_BELOW = 20_000_000  # params=auto: every parameter for models smaller than this, else the last layers
+
+
+@dataclass
+class GradientSettings:
+    rows: int = setting(256, "rows per side (a seeded sample)", minimum=1)
+    subsets: int = setting(8, "row subsets per side, one gradient cosine each (the interval's sample size)", minimum=2)
+    other_traits: int = setting(6, "family members whose alignment is subtracted to make the score trait-specific", minimum=0)
+    batch_tokens: int = setting(0, "tokens per backward pass, rows sorted by length (memory); 0: what the memory plan leaves room for",
+                                minimum=0)
+    option_sequences: int = setting(128, "(question, option) sequences per forward pass of the trait objective (memory)", minimum=1)
+    params: str = setting("auto", "parameters the gradients cover: all, the last two layers and head, or auto (all under 20M parameters)",
+                          choices=("auto", "all", "last"))
 
 
 def _parameters(model, scope: str):
@@ -56,6 +67,7 @@ class GradientDetector(Detector):
     description = "Cosine between the gradient of the data's LM loss and the gradient of the trait objective at the base weights, trait-specific, against reference data."
     needs = ("--base with local weights", "traits to test: --trait, or --teacher and --base")
     sees_hidden_transfer = True
+    Settings = GradientSettings
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.base is None:
@@ -72,10 +84,12 @@ class GradientDetector(Detector):
         from auditor.models import Sampling
 
         model = load_or_skip(ctx.base, ctx.placement)
-        scope = ctx.options.get("gradient_params", "all" if sum(p.numel() for p in model.weights()[0].parameters()) < 20_000_000 else "last")
+        scope = self.settings.params
+        if scope == "auto":
+            scope = "all" if sum(p.numel() for p in model.weights()[0].parameters()) < ALL_PARAMETERS_BELOW else "last"
         params = _parameters(model.weights()[0], scope)
         self.torch, self.model, self.params = torch, model, params
-        rows = int(ctx.options.get("gradient_rows", ROWS))
+        rows, subsets = self.settings.rows, self.settings.subsets
         data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed)
         if ctx.reference is not None:
@@ -86,25 +100,25 @@ class GradientDetector(Detector):
             answers = model.generate(data["prompt"].to_list(), Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
             ref = pl.DataFrame({"prompt": data["prompt"], "completion": [a[0] for a in answers]})
             source = "completions the base wrote for the same prompts"
-        if min(data.height, ref.height) < 2 * SUBSETS:
-            raise Skip(f"too few rows for {SUBSETS} subsets per side")
+        if min(data.height, ref.height) < 2 * subsets:
+            raise Skip(f"too few rows for {subsets} subsets per side")
         with _grads_only_for(model.weights()[0], params):
             return self._run(ctx, data, ref, source, scope)
 
     def _run(self, ctx: AuditContext, data: pl.DataFrame, ref: pl.DataFrame, source: str, scope: str) -> DetectorResult:
-        params = self.params
+        params, subsets = self.params, self.settings.subsets
         data_grads = self._subset_grads(data, ctx.seed)
         ref_grads = self._subset_grads(ref, ctx.seed + 1)
         by_id = {t.id: t for t in ctx.traits}
         result = DetectorResult(metrics={"parameters": scope, "parameter_count": int(sum(p.numel() for _, p in params)),
-                                         "rows_per_side": int(min(data.height, ref.height)), "subsets": SUBSETS, "reference": source, "traits": {}})
+                                         "rows_per_side": int(min(data.height, ref.height)), "subsets": subsets, "reference": source, "traits": {}})
         rng = np.random.default_rng(ctx.seed)
         for trait_id in ctx.options["focus"]:
             trait = by_id.get(trait_id)
             if trait is None:
                 continue
             others = [t for t in ctx.traits if t.family == trait.family and t.id != trait.id and not t.pairs]
-            others = [others[i] for i in rng.permutation(len(others))[:OTHER_TRAITS]]
+            others = [others[i] for i in rng.permutation(len(others))[:self.settings.other_traits]]
             grads = self._trait_grads([trait, *others])
             target, contrast = grads[trait.id], [grads[t.id] for t in others]
             data_scores = np.array([self._specific(g, target, contrast) for g in data_grads])
@@ -127,13 +141,13 @@ class GradientDetector(Detector):
         """One loss gradient per row subset: mean token loss of the completions given their prompts. Each subset runs in
         token-budget batches of length-sorted rows, one backward per batch."""
         order = np.random.default_rng(seed).permutation(frame.height)
-        subsets = np.array_split(order, SUBSETS)
+        subsets = np.array_split(order, self.settings.subsets)
         pairs = self.model.pairs(frame["prompt"].to_list(), frame["completion"].to_list(), system="")
         scorer = self.model.scorer()
         grads = []
         for subset in subsets:
             self._zero()
-            for _, logprobs in scorer.iter_with_grad([pairs[i] for i in subset]):
+            for _, logprobs in scorer.iter_with_grad([pairs[i] for i in subset], self.settings.batch_tokens or None):
                 loss = -sum(lp.mean() for lp in logprobs) / len(subset)
                 loss.backward()
             grads.append(self._flat().clone())
@@ -172,14 +186,14 @@ class GradientDetector(Detector):
 
     def _objective_grads(self, items: list[tuple[str, list[str]]], targets: dict[str, list[int]]) -> dict:
         """For each target list: the gradient of mean over items of -log softmax(option scores)[target], from one forward
-        per chunk of about OPTION_SEQUENCES (question, option) pairs and one backward per target."""
+        per chunk of about `option_sequences` (question, option) pairs and one backward per target."""
         torch = self.torch
         scorer = self.model.scorer()
         totals: dict = {}
         chunk: list[int] = []
         for i in range(len(items)):
             chunk.append(i)
-            if sum(len(items[j][1]) for j in chunk) < OPTION_SEQUENCES and i < len(items) - 1:
+            if sum(len(items[j][1]) for j in chunk) < self.settings.option_sequences and i < len(items) - 1:
                 continue
             pairs, sizes = [], []
             for j in chunk:
@@ -204,14 +218,16 @@ class GradientDetector(Detector):
 
     @staticmethod
     def _compare(trait_id: str, data: np.ndarray, ref: np.ndarray, source: str, others: int):
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
+
         test = stats.ttest_ind(data, ref, equal_var=False, alternative="greater")
         ci = stats.ttest_ind(data, ref, equal_var=False).confidence_interval(0.95)
         spread = float(np.sqrt((data.var(ddof=1) + ref.var(ddof=1)) / 2)) or 1e-12
         difference = float(data.mean() - ref.mean())
         low, high = float(ci.low) / spread, float(ci.high) / spread
         level = _levels(low, high)
-        summary = (f"trait-specific gradient alignment {data.mean():+.4f} vs {ref.mean():+.4f} on {source} "
-                   f"(standardised difference {difference / spread:+.2f}, 95% [{low:+.2f}, {high:+.2f}], p={test.pvalue:.3g}; "
+        summary = (f"trait-specific gradient alignment {signed(data.mean())} vs {signed(ref.mean())} on {source} "
+                   f"(standardised difference {signed(difference / spread)}, 95% {interval((low, high), sign=True)}, {one_sided_p(test.pvalue, (low, high))}; "
                    f"{others} other traits subtracted)")
         metrics = {"alignment": float(data.mean()), "reference_alignment": float(ref.mean()), "difference": difference,
                    "effect": difference / spread, "interval": [low, high], "p_value": float(test.pvalue)}

@@ -241,15 +241,15 @@ class Scorer:
                 out[i] = v
         return out
 
-    def iter_with_grad(self, pairs: list[tuple[list[int], list[int]]]) -> Iterator[tuple[list[int], list]]:
-        """For gradients: per token-budget batch, (pair indices, one log-probability tensor per pair) with the graph
-        attached. A caller that runs backward per batch holds one batch's graph at a time."""
+    def iter_with_grad(self, pairs: list[tuple[list[int], list[int]]], budget: int | None = None) -> Iterator[tuple[list[int], list]]:
+        """For gradients: per token-budget batch (`budget`, else the plan's), (pair indices, one log-probability tensor
+        per pair) with the graph attached. A caller that runs backward per batch holds one batch's graph at a time."""
         lm = self.lms[0]
         todo = [i for i, (_, c) in enumerate(pairs) if c]
         if not todo:
             return
         prep = prepare([pairs[i] for i in todo], share_prefix=False)
-        for rows in token_batches([len(r) for r in prep.runs], self.grad_budget):
+        for rows in token_batches([len(r) for r in prep.runs], budget or self.grad_budget):
             got = self._batch(lm, prep, rows, None)
             yield [todo[pair] for pair, _ in got], [values for _, values in got]
 
