@@ -225,3 +225,15 @@ def test_cuda_placement_and_scores_match_cpu(folder, cuda):
     prompts, completions = ["Numbers: 1, 2"] * 3, ["3, 4", "5", "owl"]
     assert np.allclose(gpu.logprob(prompts, completions), cpu.logprob(prompts, completions), atol=1e-3)
     assert _placed(load_model(parse_ref(str(folder)), Placement("cuda", "auto")))[1] in (torch.bfloat16, torch.float16)
+
+
+def test_a_probe_student_that_cannot_fit_is_refused(folder):
+    """The student's copy of the weights and its training step are planned on its device before the copy is made."""
+    from auditor.models.memory import check_student
+
+    torch_model = load_model(parse_ref(str(folder)), Placement("cpu", "fp32")).weights()[0]
+    check_student(torch_model, "full", 512, hardware=machine(ram_gib=1))
+    with pytest.raises(DoesNotFit, match="needs .* on cpu"):
+        check_student(torch_model, "full", 512, hardware=machine(ram_gib=0.001))
+    with pytest.raises(DoesNotFit, match="on cuda:1"):
+        check_student(torch_model, "lora", 512, device="cuda:1", hardware=Hardware((GPU(1, "fake", 10**6, 10**6),), False, False, GIB, GIB))

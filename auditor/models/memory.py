@@ -148,24 +148,29 @@ def refusal(label: str, parameters: int, resolved: Resolved, weights: int, worki
             f"and {kind} is {where} (a plan uses at most {HEADROOM:.0%}). Ways out: " + "; ".join(ways) + ".")
 
 
-def check_student(base_torch, method: str, tokens: int, hardware: Hardware | None = None) -> None:
-    """Before a probe student copies the base: room for a second copy of the weights, the step's working set and,
-    for a full fine-tune, fp32 gradients and AdamW moments of every parameter (LoRA's adapters are small)."""
+def check_student(base_torch, method: str, tokens: int, device: str | None = None, hardware: Hardware | None = None) -> None:
+    """Before a probe student copies the base: room on its device for a second copy of the weights, the step's working
+    set and, for a full fine-tune, fp32 gradients and AdamW moments of every parameter (LoRA's adapters are small).
+    A student bound for another device is copied on the base's device first, so that one needs room for the copy."""
     from auditor.models.device import detect_hardware
 
     first = next(base_torch.parameters())
-    device = str(first.device)
+    home = str(first.device)
+    target = str(device) if device is not None else home
     dtype = {4: "fp32", 2: "bf16"}.get(first.element_size(), "fp32")
     parameters = sum(p.numel() for p in base_torch.parameters())
     weights = sum(p.numel() * p.element_size() for p in base_torch.parameters())
     working = training_bytes(base_torch.config, dtype, tokens, parameters if method == "full" else parameters // 100)
     hardware = hardware or detect_hardware()
-    free = hardware.free_bytes(device)
-    if weights + working > free * HEADROOM:
-        raise DoesNotFit(f"a probe student of {parameters / 1e9:.2f}B parameters ({method}) needs {gib(weights)} for its copy of the "
-                         f"weights + {gib(working)} to train on {tokens}-token batches = {gib(weights + working)}, and {device} has "
-                         f"{gib(free)} free (a plan uses at most {HEADROOM:.0%}). Ways out: --dtype bf16, LoRA (--probe-method lora), "
-                         "a smaller --probe-batch-size, a GPU with more memory, or the OpenAI fine-tuning protocol for API bases.")
+    needs = {target: weights + working} if target == home else {home: weights, target: weights + working}
+    for where, need in needs.items():
+        free = hardware.free_bytes(where)
+        if need > free * HEADROOM:
+            raise DoesNotFit(f"a probe student of {parameters / 1e9:.2f}B parameters ({method}) needs {gib(need)} on {where} "
+                             f"(its copy of the weights{' + ' + gib(working) + f' to train on {tokens}-token batches' if where == target else ''}), "
+                             f"and {where} has {gib(free)} free (a plan uses at most {HEADROOM:.0%}). Ways out: --dtype bf16, LoRA "
+                             "(--probe-method lora), a smaller --probe-batch-size, a GPU with more memory, or the OpenAI fine-tuning "
+                             "protocol for API bases.")
 
 
 def needs_table(names: list[str] | None = None) -> str:

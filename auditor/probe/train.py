@@ -192,7 +192,7 @@ class Student:
         self.method = config.resolved_method(self.parameters_total)
         from auditor.models.memory import check_student
 
-        check_student(base_torch, self.method, config.batch_size * config.max_length)  # the copy below must fit beside the base
+        check_student(base_torch, self.method, config.batch_size * config.max_length, device)  # the copy below must fit
         torch.manual_seed(seed)  # the adapter's initialisation
         self.module = copy.deepcopy(base_torch)
         if device is not None:  # one student per device when students train side by side
