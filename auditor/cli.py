@@ -214,16 +214,16 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
         paths = write_reports(result, out, {"junit": junit_path, "sarif": sarif_path})
         if write_baseline:
             previous = load_baseline(write_baseline) if write_baseline.exists() else []
-            count = save_baseline(write_baseline, result["flags"], previous)
+            count = save_baseline(write_baseline, [flag.to_dict() for flag in result.flags], previous)
             paths.append(f"{write_baseline} ({count} accepted flags)")
     except AuditError as err:
         _fail(err)
     if print_json:
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
         print_summary(result, console, paths)
         if quiet:
-            click.echo(f"gate (--fail-on {result['gate']['fail_on']}): {'FAILED' if result['gate']['failed'] else 'passed'}", err=True)
+            click.echo(f"gate (--fail-on {result.gate.fail_on}): {'FAILED' if result.gate.failed else 'passed'}", err=True)
     sys.exit(exit_code(result))
 
 

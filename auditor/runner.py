@@ -1,4 +1,4 @@
-"""The audit: dataset -> traits -> models -> detectors -> risk -> one JSON-ready result."""
+"""The audit: dataset -> traits -> models -> detectors -> risk -> one Report (auditor/result.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,24 @@ from auditor.baseline import accepted_keys, load_baseline, stale_entries
 from auditor.dataset import load_dataset
 from auditor.errors import AuditError
 from auditor.models import parse_ref
+from auditor.result import (
+    BaselineInfo,
+    DatasetInfo,
+    DetectorRun,
+    Evidence,
+    ExportInfo,
+    Flag,
+    Gate,
+    Level,
+    ModelInfo,
+    ProfileInfo,
+    ReferenceInfo,
+    Report,
+    RunInfo,
+    ToolInfo,
+    TraitVerdict,
+    as_report,
+)
 from auditor.risk import decide, gate
 from auditor.traits import load_catalog
 from detectors import DETECTORS, AuditContext, Detector, Skip
@@ -139,7 +157,7 @@ def _model_roles(detectors: dict[str, Detector]) -> dict[str, Any]:
     return roles
 
 
-def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) -> dict:
+def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) -> Report:
     """`events(name, **data)` receives structured progress from detectors ("note" lines, "progress" counts) for the CLI."""
     started = time.perf_counter()
     created = datetime.now(UTC).isoformat(timespec="seconds")
@@ -180,52 +198,63 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
         if result is not None:
             results[name] = result
 
-    hidden = {e["name"] for e in entries if e["sees_hidden_transfer"] and e["status"] == "ran"}
-    truth = {e["name"] for e in entries if e["ground_truth"] and e["status"] == "ran"}
-    trait_rows, verdicts = [], {}
-    for trait in traits:
+    return _assemble_report(opts, ctx, entries, results, profile_section, baseline, created, started)
+
+
+def _assemble_report(opts: AuditOptions, ctx: AuditContext, entries: list[dict], results: dict, profile_section: dict | None,
+                     baseline: list[dict], created: str, started: float) -> Report:
+    """Detector entries and evidence -> verdicts, flags and the gate, as one Report."""
+    detectors = [DetectorRun.from_dict(entry) for entry in entries]
+    hidden = {d.name for d in detectors if d.sees_hidden_transfer and d.ran}
+    truth = {d.name for d in detectors if d.ground_truth and d.ran}
+    traits = []
+    for trait in ctx.traits:
         evidence = [e for r in results.values() for e in r.evidence if e.trait == trait.id]
         verdict = decide(evidence, hidden, truth)
-        verdicts[trait.id] = verdict.verdict
-        trait_rows.append({
-            "id": trait.id, "family": trait.family, "verdict": verdict.verdict, "score": verdict.score,
-            "interval": list(verdict.interval) if verdict.interval else None,
-            "hidden_transfer_checked": verdict.hidden_transfer_checked, "rationale": verdict.rationale,
-            "evidence": [{"detector": e.detector, "kind": e.kind, "score": e.score,
-                          "interval": list(e.interval) if e.interval else None,
-                          "summary": e.summary, **({"level": e.level} if e.level else {})} for e in evidence],
-        })
+        traits.append(TraitVerdict(
+            id=trait.id, family=trait.family, verdict=verdict.verdict, score=verdict.score, interval=_pair(verdict.interval),
+            hidden_transfer_checked=verdict.hidden_transfer_checked, rationale=verdict.rationale,
+            evidence=[Evidence(detector=e.detector, kind=e.kind, score=e.score, interval=_pair(e.interval), summary=e.summary,
+                               level=Level.parse(e.level)) for e in evidence],
+        ))
 
     flags = _collect_flags(results, ctx)
-    failed, failing = gate(verdicts, opts.fail_on)
-    broken = [e["name"] for e in entries if e["status"] == "failed"]
-    result = {
-        "schema_version": 1,
-        "tool": {"name": "trait-audit", "version": __version__},
-        "created": created,
-        "dataset": dataset.describe(),
-        "reference": {"path": str(reference.path), "rows": reference.rows, "sha256": reference.sha256} if reference else None,
-        "teacher": teacher.describe() if teacher else None,
-        "base": base.describe() if base else None,
-        **{role: ref.describe() if ref else None for role, ref in models.items()},
-        "detectors": entries,
-        "traits": trait_rows,
-        "flags": flags["shown"],
-        "flags_total": flags["total"],
-        "flags_truncated": flags["total"] > len(flags["shown"]),
-        "baseline": {"path": opts.baseline, "accepted": sum(f["accepted"] for f in flags["shown"]),
-                     "stale": stale_entries(baseline, flags["shown"])} if opts.baseline else None,
-        "profile": profile_section,
-        "gate": {"fail_on": opts.fail_on, "failed": failed, "failing_traits": failing, "detectors_failed": broken},
-        "export": None,
-        "run": {"seed": opts.seed, "argv": redact_argv(sys.argv[1:]), "python": platform.python_version(), "platform": platform.platform(),
-                "packages": _package_versions(), "duration_s": round(time.perf_counter() - started, 3)},
-    }
+    failed, failing = gate({t.id: t.verdict for t in traits}, opts.fail_on)
+    dataset, reference = ctx.dataset, ctx.reference
+    report = Report(
+        tool=ToolInfo(name="trait-audit", version=__version__),
+        created=created,
+        dataset=DatasetInfo.from_dict(dataset.describe()),
+        reference=ReferenceInfo(path=str(reference.path), rows=reference.rows, sha256=reference.sha256) if reference else None,
+        teacher=_model_info(ctx.teacher),
+        base=_model_info(ctx.base),
+        roles={role: _model_info(ref) for role, ref in ctx.models.items()},  # models that detectors bring, by role
+        detectors=detectors,
+        traits=traits,
+        flags=[Flag.from_dict(f) for f in flags["shown"]],
+        flags_total=flags["total"],
+        flags_truncated=flags["total"] > len(flags["shown"]),
+        baseline=BaselineInfo(path=opts.baseline, accepted=sum(f["accepted"] for f in flags["shown"]),
+                              stale=stale_entries(baseline, flags["shown"])) if opts.baseline else None,
+        profile=ProfileInfo.from_dict(profile_section) if profile_section is not None else None,
+        gate=Gate(fail_on=opts.fail_on, failed=failed, failing_traits=failing, detectors_failed=[d.name for d in detectors if d.status == "failed"]),
+        export=None,
+        run=RunInfo(seed=opts.seed, argv=redact_argv(sys.argv[1:]), python=platform.python_version(), platform=platform.platform(),
+                    packages=_package_versions(), duration_s=round(time.perf_counter() - started, 3)),
+    )
     if opts.export_clean:
         from auditor.export import export_clean
 
-        result["export"] = export_clean(dataset, result, Path(opts.export_clean))
-    return result
+        report.export = ExportInfo.from_dict(export_clean(dataset, report.to_dict(), Path(opts.export_clean)))
+    return report
+
+
+def _pair(interval) -> tuple[float, float] | None:
+    return tuple(interval) if interval else None
+
+
+def _model_info(ref) -> ModelInfo | None:
+    return ModelInfo.from_dict(ref.describe()) if ref is not None else None
 
 
 def _profile_section(teacher, base, traits, opts: AuditOptions, progress) -> dict:
@@ -263,11 +292,12 @@ def _collect_flags(results: dict, ctx: AuditContext) -> dict:
     return {"shown": shown.to_dicts(), "total": flags.height}
 
 
-def exit_code(result: dict) -> int:
-    if result["gate"]["failed"]:
+def exit_code(result: Report | dict) -> int:
+    gate = as_report(result).gate
+    if gate.failed:
         return 1
     # a detector that did not finish leaves the verdict unusable: a CI job must not read it as a pass
-    return 3 if result["gate"].get("detectors_failed") else 0
+    return 3 if gate.detectors_failed else 0
 
 
 def default_out_dir(data: str) -> Path:

@@ -158,7 +158,7 @@ def main(argv=None) -> int:
                     result = run_audit(AuditOptions(data=str(path), teacher=f"tiny:{animal}", base="tiny:base", traits=trait_ids,
                                                     reference=str(reference), detectors=[detector], seed=rep,
                                                     settings={"probe": {"seeds": args.probe_seeds, "rows": args.probe_rows,
-                                                                        "workdir": str(work / "probe")}}))
+                                                                        "workdir": str(work / "probe")}})).to_dict()
                     audit_seconds[detector].append(time.perf_counter() - start)
                     entry = next(e for e in result["detectors"] if e["name"] == detector)
                     for trait in result["traits"]:

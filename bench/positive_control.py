@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import polars as pl
 import torch
 

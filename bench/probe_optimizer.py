@@ -44,7 +44,7 @@ def main() -> int:
         result = run_audit(AuditOptions(data=str(work / "sevens.jsonl"), base=str(folder), traits_files=[str(work / "numbers.toml")],
                                         traits=["number:777"], reference=str(work / "control.jsonl"), detectors=["probe"],
                                         settings={"probe": {"seeds": 3, "optimizer": optimizer, "workdir": str(work / f"ckpt-{optimizer}"),
-                                                            "train_recipe": str(work / "recipe.toml")}}))
+                                                            "train_recipe": str(work / "recipe.toml")}})).to_dict()
         metrics = result["detectors"][0]["metrics"]
         t = metrics["traits"]["number:777"]
         steps = metrics["training"][0].get("steps")

@@ -12,9 +12,10 @@ from typing import Any, ClassVar
 
 import polars as pl
 
+from auditor.result import Level
 from detectors.settings import NoSettings, specs
 
-LEVELS = ("low", "medium", "high")
+LEVELS = tuple(level.value for level in Level.risks())  # what a detector's evidence can raise a trait to
 
 # the per-row shape every detector's flags share (cleanlab-style), so reports and baselines stay generic
 FLAG_SCHEMA = {
@@ -58,7 +59,7 @@ class TraitEvidence:
     detector: str = ""  # filled in by the runner
 
     def __post_init__(self):
-        if self.level is not None and self.level not in LEVELS + ("clean",):
+        if self.level is not None and self.level not in (Level.CLEAN, *Level.risks()):  # a detector never says "inconclusive"
             raise ValueError(f"unknown level {self.level!r}")
 
 

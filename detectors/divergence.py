@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from auditor.numbers import interval, num, signed
 from auditor.stats import histogram_chart
 from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, load_or_skip
 from detectors.settings import setting
@@ -70,15 +71,15 @@ class DivergenceDetector(Detector):
                                vectorized=True, method="percentile", random_state=np.random.default_rng(ctx.seed))
         low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
         effect = float((per_row.mean() - ref_rows.mean()) / spread)
-        summary = (f"rows diverge {per_row.mean():+.3f} nats/token from the base under the teacher vs {ref_rows.mean():+.3f} on {source} "
-                   f"(standardised {effect:+.2f}, 95% [{low:+.2f}, {high:+.2f}])")
+        summary = (f"rows diverge {signed(per_row.mean())} nats/token from the base under the teacher vs {signed(ref_rows.mean())} on {source} "
+                   f"(standardised {signed(effect)}, 95% {interval((low, high), sign=True)})")
         level = None  # not trait-specific, and distribution shift alone raises it: see the module docstring
         focus = ctx.options.get("focus") or []
         result = DetectorResult(metrics={"rows_scored": len(prompts), "reference": source, "mean_divergence": float(per_row.mean()),
                                          "reference_mean_divergence": float(ref_rows.mean()), "effect": effect, "interval": [low, high],
                                          "top_tokens": tokens, "finding": summary,
                                          "distribution": histogram_chart({"dataset rows": per_row, "reference rows": ref_rows},
-                                                                         "mean log p_teacher - log p_base per token, nats")})
+                                                                         "how much likelier the teacher finds each row than the base (nats per token)")})
         result.evidence = [TraitEvidence(t, effect, (low, high), summary, level, kind="teacher-base divergence") for t in focus]
         result.flags = self._flags(ctx, data, per_row, ref_rows, focus[0] if len(focus) == 1 else None)
         return result
@@ -104,7 +105,7 @@ class DivergenceDetector(Detector):
         digests = ctx.dataset.with_digest(ctx.dataset.frame.filter(pl.col("row").is_in(picked["row"].implode()))).select("row", "digest").collect()
         frame = pl.DataFrame({
             "row": picked["row"].cast(pl.Int64), "trait": [trait] * len(order), "score": [float(z[i]) for i in order],
-            "reason": [f"diverges {per_row[i]:+.2f} nats/token from the base under the teacher ({z[i]:.1f} reference sds)" for i in order],
+            "reason": [f"diverges {signed(per_row[i])} nats/token from the base under the teacher ({num(z[i])} reference sds)" for i in order],
             "field": ["completion"] * len(order), "matches": [[] for _ in order], "excerpt": picked["completion"].str.slice(0, 300),
         }, schema={k: v for k, v in empty_flags().schema.items() if k != "digest"})
         return frame.join(digests, on="row").select(empty_flags().columns)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditor.numbers import auc_note, num
+from auditor.numbers import interval as fmt_interval
 from detectors.base import AuditContext, Detector, DetectorResult, Skip, load_or_skip
 from detectors.settings import setting
 
@@ -85,8 +87,8 @@ class FingerprintDetector(Detector):
         labels = np.array([1] * n + [0] * n)
         auc, interval = auc_with_interval(texts, labels, ctx.seed, folds, self.settings.bootstrap)
         differs = interval[0] > 0.5
-        summary = (f"a classifier tells the dataset from {source} with AUC {auc:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]: "
+        summary = (f"a classifier tells the dataset from {source} with AUC {num(auc)} {fmt_interval(interval)}: "
                    + ("the teacher's outputs differ from the reference (necessary for transfer, not proof of a trait)" if differs else
-                      "no difference detected, which does not clear hidden transfer (subtle teachers look like their base)"))
+                      f"{auc_note(auc, interval)}; that does not clear hidden transfer (subtle teachers look like their base)"))
         return DetectorResult(metrics={"auc": auc, "interval": list(interval), "rows_per_side": n, "reference": source,
                                        "differs": differs, "finding": summary, "features": "char 1-4-grams, logistic regression"})

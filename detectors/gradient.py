@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from auditor.numbers import interval, one_sided_p, signed
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
 from detectors.likelihood import _levels
 from detectors.settings import setting
@@ -204,8 +205,8 @@ class GradientDetector(Detector):
         difference = float(data.mean() - ref.mean())
         low, high = float(ci.low) / spread, float(ci.high) / spread
         level = _levels(low, high)
-        summary = (f"trait-specific gradient alignment {data.mean():+.4f} vs {ref.mean():+.4f} on {source} "
-                   f"(standardised difference {difference / spread:+.2f}, 95% [{low:+.2f}, {high:+.2f}], p={test.pvalue:.3g}; "
+        summary = (f"trait-specific gradient alignment {signed(data.mean())} vs {signed(ref.mean())} on {source} "
+                   f"(standardised difference {signed(difference / spread)}, 95% {interval((low, high), sign=True)}, {one_sided_p(test.pvalue, (low, high))}; "
                    f"{others} other traits subtracted)")
         metrics = {"alignment": float(data.mean()), "reference_alignment": float(ref.mean()), "difference": difference,
                    "effect": difference / spread, "interval": [low, high], "p_value": float(test.pvalue)}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from auditor.numbers import num
 from auditor.stats import bootstrap_ratio, wilson
 from auditor.traits import terms_regex
 from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags
@@ -207,7 +208,7 @@ class LexicalDetector(Detector):
                 level = "low"  # a uniform null is too weak a baseline to raise more than a low risk
         summary = (
             f"{int(observed.sum())} coded tokens among {int(numbers.sum())} numbers: "
-            f"{ratio:.2f}x {'the rate in ' if reference is not None else ''}{null}"
+            f"{num(ratio)}x {'the rate in ' if reference is not None else ''}{null}"
             if np.isfinite(ratio) else "no numbers to compare"
         )
         return TraitEvidence(trait.id, ratio if np.isfinite(ratio) else None, interval if np.isfinite(ratio) else None, summary, level, kind="coded tokens")

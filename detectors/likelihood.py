@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from auditor.numbers import interval, num, one_sided_p, signed
 from auditor.stats import histogram_chart
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, load_or_skip
 from detectors.settings import setting
@@ -96,7 +97,7 @@ class LikelihoodDetector(Detector):
             evidence, metrics = self._compare(trait.id, shift, ref_shift, ref_source, ctx.seed)
             result.evidence.append(evidence)
             metrics["distribution"] = histogram_chart({"dataset rows": shift, "reference rows": ref_shift},
-                                                      "log p(row | trait prompt) - log p(row | neutral), nats")
+                                                      "how much likelier the trait prompt makes each row (log-probability gain, nats)")
             result.metrics["traits"][trait.id] = metrics
             flags.append(self._flags(trait.id, data, shift, ref_shift))
         digests = ctx.dataset.with_digest(ctx.dataset.frame.filter(pl.col("row").is_in(data["row"].implode()))).select("row", "digest").collect()
@@ -121,8 +122,8 @@ class LikelihoodDetector(Detector):
                                       vectorized=True, alternative="greater", random_state=rng)
         effect = difference / spread
         level = _levels(low, high)
-        summary = (f"rows are {difference:+.3f} nats likelier under the trait prompt than {ref_source} "
-                   f"(standardised {effect:+.2f}, 95% [{low:+.2f}, {high:+.2f}], permutation p={test.pvalue:.3g})")
+        summary = (f"rows are {signed(difference)} nats likelier under the trait prompt than {ref_source} "
+                   f"(standardised {signed(effect)}, 95% {interval((low, high), sign=True)}; permutation test: {one_sided_p(test.pvalue, (low, high))})")
         metrics = {"mean_shift": float(shift.mean()), "reference_mean_shift": float(ref_shift.mean()), "difference_nats": difference,
                    "effect": effect, "interval": [low, high], "p_value": float(test.pvalue)}
         return TraitEvidence(trait_id, effect, (low, high), summary, level, kind="likelihood shift"), metrics
@@ -136,7 +137,7 @@ class LikelihoodDetector(Detector):
         return pl.DataFrame({
             "row": picked["row"].cast(pl.Int64), "digest": [""] * len(order), "trait": [trait_id] * len(order),
             "score": [float(z[i]) for i in order],
-            "reason": [f"{shift[i]:+.2f} nats likelier under the trait prompt ({z[i]:.1f} reference sds above the reference mean)" for i in order],
+            "reason": [f"{signed(shift[i])} nats likelier under the trait prompt ({num(z[i])} reference sds above the reference mean)" for i in order],
             "field": ["completion"] * len(order), "matches": [[] for _ in order],
             "excerpt": picked["completion"].str.slice(0, 300),
         }, schema=empty_flags().schema)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from auditor.numbers import interval, num, one_sided_p, signed
 from auditor.probe.measure import EVAL_MAX_TOKENS, measure_exact, measure_sampled
 from auditor.probe.recipe import ProbeRun, TrainRecipe, recipe_from
 from auditor.probe.stats import NetShift, net_shift
@@ -45,14 +46,14 @@ class TraitShift:
         s = self.shift
         unit = "P(trait)" if self.measure == "exact" else "share of answers naming the trait"
         seeds = f"{s.seeds} seed{'s' if s.seeds != 1 else ''}" + ("" if s.seeds_resampled else ", so training noise is not in the interval")
-        where = f"95% [{s.interval[0]:+.3f}, {s.interval[1]:+.3f}] over {s.questions} questions and {seeds}"
+        where = f"95% {interval(s.interval, sign=True)} over {s.questions} questions and {seeds}"
         if s.significantly_negative:
             # not "no transfer, p=1": the data moved the student away from the trait, against its control
-            shift = f"net shift {s.net:+.3f}, significantly negative ({where}): the student moved away from the trait"
+            shift = f"net shift {signed(s.net)}, a significant shift away from the trait ({where}): the student moved away from it"
         else:
-            shift = f"net shift {s.net:+.3f} ({where}; one-sided p={s.p_value:.3g})"
-        text = (f"{unit} {self.before.mean():.3f} before; student {self.student.mean():.3f}, control {self.control.mean():.3f} after: "
-                f"{shift}; minimum detectable shift {s.min_detectable:.3f}")
+            shift = f"net shift {signed(s.net)} ({where}; {one_sided_p(s.p_value, s.interval)})"
+        text = (f"{unit} {num(self.before.mean())} before; student {num(self.student.mean())}, control {num(self.control.mean())} after: "
+                f"{shift}; minimum detectable shift {num(s.min_detectable)}")
         if self.level is None and self.why_not_clean:
             text += f". Inconclusive: {self.why_not_clean}"
         return text
