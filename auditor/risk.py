@@ -11,7 +11,9 @@ Rules (the README repeats them):
   interval excludes a meaningful shift, over several seeds), raised levels from other detectors that
   see hidden transfer (likelihood, gradient, divergence) no longer count: they predicted a transfer
   that training did not show. Content evidence (overt mentions, coded numbers) still raises risk.
-  A ground-truth level that is raised counts like any other evidence.
+  A ground-truth level that is raised counts like any other evidence. A ground-truth result sets "clean" only
+  when it can clear (the probe: it covered the training recipe, with power to spare); otherwise its silence
+  leaves the trait inconclusive, and its summary (why it could not clear) is the verdict's rationale.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def decide(evidence: list, hidden_detectors: set[str], ground_truth: set[str] = 
     why = "only content detectors ran, and their silence does not clear hidden transfer" if not checked else (
         "detectors that can see hidden transfer could not rule it out"
     )
+    if truth:  # a probe that could not clear says why (reduced, underpowered, one seed): that is the verdict's reason
+        why = "; ".join(f"{e.detector}: {e.summary}" for e in truth)
     return Verdict(Level.INCONCLUSIVE, None, None, checked, why)
 
 

@@ -18,8 +18,24 @@ from auditor.baseline import accepted_keys, load_baseline, stale_entries
 from auditor.dataset import load_dataset
 from auditor.errors import AuditError
 from auditor.models import parse_ref
-from auditor.result import (BaselineInfo, DatasetInfo, DetectorRun, Evidence, ExportInfo, Flag, Gate, Level, ModelInfo, ProfileInfo,
-                            ReferenceInfo, Report, RunInfo, ToolInfo, TraitVerdict, as_report)
+from auditor.result import (
+    BaselineInfo,
+    DatasetInfo,
+    DetectorRun,
+    Evidence,
+    ExportInfo,
+    Flag,
+    Gate,
+    Level,
+    ModelInfo,
+    ProfileInfo,
+    ReferenceInfo,
+    Report,
+    RunInfo,
+    ToolInfo,
+    TraitVerdict,
+    as_report,
+)
 from auditor.risk import decide, gate
 from auditor.traits import load_catalog
 from detectors import DETECTORS, AuditContext, Detector, Skip

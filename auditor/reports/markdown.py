@@ -22,8 +22,8 @@ from auditor.reports.view import (
     fmt_value,
     hidden_checked,
     judge_view,
-    sorted_flags,
     profile_sentences,
+    sorted_flags,
     sorted_traits,
     unlooked,
 )
@@ -93,7 +93,6 @@ def render_markdown(result: Report | dict[str, Any]) -> str:
     """Render a result (schema_version 1) as GitHub-flavoured Markdown."""
     report = as_report(result)
     tool, ds, gate = report.tool, report.dataset, report.gate
-    detectors = report.detectors
     out: list[str] = []
 
     fail_on = md_cell(gate.fail_on)
