@@ -63,8 +63,12 @@ def _forward(net, tokenizer, sequences: list[list[int]]):
 
 def response_means(model, prompts: list[str], completions: list[str], system: str | None, layers: list[int],
                    batch_size: int = 8) -> np.ndarray:
-    """(rows, layers, d): the mean residual activation over each completion's tokens, at each layer asked for.
+    """(rows, layers, d): the mean residual activation over each completion's tokens and the last prompt token.
 
+    Chen et al. average the response tokens. The last prompt token is added because it is the state that
+    chose the first answer token: the catalog's probe questions ask for one word, and the state at a
+    one-word answer's own token says which word was read, not the persona that chose it. For long answers
+    the extra position hardly matters.
     The prompt is rendered with the model's chat template (and `system`; "" means none), as the model saw
     it when it answered. A completion with no tokens gives NaN.
     """
@@ -78,7 +82,7 @@ def response_means(model, prompts: list[str], completions: list[str], system: st
         stacked = torch.stack([hidden[k].float() for k in layers], dim=1)  # (batch, layers, width, d)
         weights = torch.zeros(stacked.shape[0], stacked.shape[2], device=stacked.device)
         for i, (p, c) in enumerate(batch):
-            weights[i, len(p) : len(p) + len(c)] = 1.0
+            weights[i, len(p) - 1 : len(p) + len(c)] = 1.0
         sums = torch.einsum("bltd,bt->bld", stacked, weights)
         counts = weights.sum(dim=1)[:, None, None]
         means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))

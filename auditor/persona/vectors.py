@@ -7,8 +7,9 @@ prompt in context, over two thirds of the questions. For a trait with contrastiv
 (misalignment): the misaligned minus the aligned answers, no system prompt, no generation.
 
 The layer is the one whose unit vector best separates the held-out third: held-out trait and neutral
-answers, read without any system prompt (as dataset rows are read), projected on it; the separation is a
-standardised difference of means (with its AUROC reported beside it).
+answers, each with its side's system prompt, projected on it; the separation is a standardised
+difference of means (with its AUROC reported beside it). Activations are those that produce the answer
+(auditor/persona/activations.py `response_means`).
 
 Vectors are cached per base and trait as safetensors under <cache>/persona/, keyed by the base's identity
 (its weights, not its path), the trait's content and METHOD_VERSION; steering checks are kept with them.
@@ -202,8 +203,8 @@ def build_vector(model, trait, samples: int = 4, seed: int = 0) -> PersonaVector
         acts = response_means(model, [questions[q] for q, _ in items], [a for _, a in items], systems[side], layers)
         means[side] = np.nanmean(acts, axis=0)
     vectors = means["trait"] - means["neutral"]
-    held_acts = {side: response_means(model, [questions[q] for q, _ in chosen[side]["held"]], [a for _, a in chosen[side]["held"]], "", layers)
-                 for side in ("trait", "neutral")}
+    held_acts = {side: response_means(model, [questions[q] for q, _ in chosen[side]["held"]], [a for _, a in chosen[side]["held"]],
+                                      systems[side], layers) for side in ("trait", "neutral")}
     separation = []
     for j, layer in enumerate(layers):
         norm = float(np.linalg.norm(vectors[j])) or 1.0
