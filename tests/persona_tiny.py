@@ -52,7 +52,7 @@ def _rows(steps: int, batch: int, seed: int) -> list[list[dict]]:
     return rows
 
 
-def _owl_direction(model, tok) -> "torch.Tensor":  # noqa: F821
+def _owl_direction(model, tok):
     """Mean layer-1 state at the last prompt token under the owl catalog prompt minus under a neutral one."""
     import torch
 
