@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--animals", default="owl,dolphin,eagle")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rows", type=int, default=400, help="prompts per set (before the filter)")
-    ap.add_argument("--detectors", default="likelihood,gradient,divergence,fingerprint,probe")
+    ap.add_argument("--detectors", default="likelihood,gradient,divergence,fingerprint,persona,probe")
     ap.add_argument("--probe-seeds", type=int, default=2, help="probe: student/control seed pairs per audit")
     ap.add_argument("--probe-rows", type=int, default=300, help="probe: rows per student")
     ap.add_argument("--other-seed", type=int, default=1, help="initial seed of the cross-init base")
@@ -131,6 +131,8 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="trait-audit-detection-"))
     records = []
     audit_seconds: dict[str, list[float]] = {d: [] for d in detectors}
+    cold_seconds: dict[str, list[float]] = {d: [] for d in detectors}  # audits that generated or built what later ones reuse
+    steering: dict[str, dict] = {}
     probe_times = []
     for rep in range(args.reps):
         prompts = [number_prompt(500 + rep, i) for i in range(args.rows)]
@@ -161,6 +163,11 @@ def main(argv=None) -> int:
                                                     probe_dir=str(work / "probe")))
                     audit_seconds[detector].append(time.perf_counter() - start)
                     entry = next(e for e in result["detectors"] if e["name"] == detector)
+                    cost = entry.get("cost") or {}
+                    if cost.get("base_answers_generated") or cost.get("vectors_built"):
+                        cold_seconds[detector].append(audit_seconds[detector][-1])
+                    for trait_id, m in (entry["metrics"].get("traits") or {}).items() if detector == "persona" else ():
+                        steering.setdefault(trait_id, {**m["steering"], "layer": m["vector"]["layer"], "separation": m["vector"]["separation"]})
                     for trait in result["traits"]:
                         ev = next((e for e in trait["evidence"] if e["detector"] == detector), None)
                         records.append({"rep": rep, "kind": kind, "source": source, "teacher_claimed": animal, "detector": detector,
@@ -209,10 +216,20 @@ def main(argv=None) -> int:
             summary.append({"detector": detector, "trait_set": kind, "auroc_vs_negatives": a_neg, "auroc_vs_other_traits": a_other,
                             "tpr": tpr, "fpr": fpr, "seconds_per_audit": secs, "relative_to_probe": secs / probe, "agreement_with_probe": agree,
                             "skipped": int((d["status"] != "ran").sum())})
+    for detector in detectors:
+        if cold_seconds[detector]:
+            cold = float(np.mean(cold_seconds[detector]))
+            print(f"{detector}: {cold:.1f}s per audit that generated base answers or built vectors ({len(cold_seconds[detector])} audits), "
+                  f"{cold / probe:.1%} of the probe; the rest reuse them from the cache")
+    for trait_id, check in steering.items():
+        print(f"persona vector {trait_id}: layer {check['layer']}, held-out separation {check['separation']:+.2f}, steering at "
+              f"{check['strength']:g}x moves P(trait) {check['p_before']:.3f} -> {check['p_steered']:.3f} "
+              f"({'steers' if check['steers'] else 'does not steer'})")
     wall = time.perf_counter() - t_start
     print(f"\none fine-tune probe (2 students x 3 epochs): {probe:.1f}s; wall time {wall:.0f}s ({wall / 60:.1f} min) on {torch.get_num_threads()} threads")
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "records": records, "probe_seconds": probe, "wall_seconds": wall,
+                                         "cold_seconds": cold_seconds, "persona_steering": steering,
                                          "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
     return 0
 
