@@ -82,6 +82,7 @@ class PersonaDetector(Detector):
         self.model, self.identity = model, base_identity(model)
         data = _sample(ctx.dataset.frame, settings.rows, ctx.seed)
         self.sets = {"data": (data["prompt"].to_list(), data["completion"].to_list())}
+        self._same: dict[str, str] = {}  # text sets that are another set (their activations are computed once)
         answers = {"cached": 0, "generated": 0}
         with clock("base answers"):
             answers = self._baselines(ctx, settings, answers)
@@ -102,12 +103,9 @@ class PersonaDetector(Detector):
             metrics.update(vector=vector.describe(), steering=check)
             if not check["steers"]:
                 evidence.level = None
-                evidence.summary = (f"the vector does not steer the base toward the trait (P(trait) {check['shift']:+.3f}, 95% "
-                                    f"[{check['interval'][0]:+.3f}, {check['interval'][1]:+.3f}] at {check['strength']:g}x, layer "
-                                    f"{check['layer']}), so its projections set no level; " + evidence.summary)
+                evidence.summary = f"{_steering_words(check)}, so its projections set no level; " + evidence.summary
             else:
-                evidence.summary += (f"; vector at layer {vector.layer} steers P(trait) {check['p_before']:.3f} -> {check['p_steered']:.3f} "
-                                     f"({check['shift']:+.3f}, 95% [{check['interval'][0]:+.3f}, {check['interval'][1]:+.3f}]) at {check['strength']:g}x")
+                evidence.summary += f"; {_steering_words(check)}"
                 flags.append(self._flags(trait.id, data, diff, ref_diff))
             result.evidence.append(evidence)
             result.metrics["traits"][trait.id] = metrics
@@ -139,6 +137,10 @@ class PersonaDetector(Detector):
             answers = {k: answers[k] + got[k] for k in answers}
         if settings.mode == "diff":
             for side in ("data", "reference"):
+                if side == "reference" and self.sets["reference"][0] == prompts:  # same prompts: the same base answers
+                    self.sets["reference base"] = self.sets["data base"]
+                    self._same["reference base"] = "data base"
+                    continue
                 own, got = base_answers(self.model, self.sets[side][0], ctx.seed, self.identity)
                 self.sets[f"{side} base"] = (self.sets[side][0], own)
                 answers = {k: answers[k] + got[k] for k in answers}
@@ -159,7 +161,7 @@ class PersonaDetector(Detector):
         """Activations of one text set at one layer, shared by every trait whose vector lives there."""
         from auditor.persona.activations import last_prompt_states, response_means
 
-        key = (name, layer)
+        key = (self._same.get(name, name), layer)
         if key not in self._acts:
             if name.endswith(" prompt"):
                 self._acts[key] = last_prompt_states(self.model, self.sets[name.removesuffix(" prompt")][0], "", [layer])[:, 0]
@@ -214,6 +216,14 @@ class PersonaDetector(Detector):
             "reason": [f"projection difference {diff[i]:+.2f} on the persona vector ({z[i]:.1f} reference sds above the reference mean)" for i in order],
             "field": ["completion"] * len(order), "matches": [[] for _ in order], "excerpt": picked["completion"].str.slice(0, 300),
         }, schema=empty_flags().schema)
+
+
+def _steering_words(check: dict) -> str:
+    if "reason" in check:
+        return f"the vector's steering cannot be checked ({check['reason']})"
+    moved = (f"P(trait) {check['p_before']:.3f} -> {check['p_steered']:.3f} ({check['shift']:+.3f}, 95% [{check['interval'][0]:+.3f}, "
+             f"{check['interval'][1]:+.3f}]) at {check['strength']:g}x, layer {check['layer']}")
+    return f"the vector steers {moved}" if check["steers"] else f"the vector does not steer the base toward the trait: {moved}"
 
 
 def _sample(frame: pl.LazyFrame, rows: int, seed: int) -> pl.DataFrame:

@@ -36,6 +36,9 @@ def _bare(ref):
 
 def steering_check(model, trait, vector, strength: float = 1.0, seed: int = 0) -> dict:
     """P(trait) on the probe questions with strength x the raw vector added at its layer, against none."""
+    if not trait.pairs and trait.name not in trait.options:
+        return {"strength": strength, "layer": vector.layer, "steers": False,
+                "reason": f"P({trait.name}) cannot be measured: it is not one of the trait's answer options"}
     before = trait_probabilities(model, trait)
     with steered(model, vector.layer, strength * vector.raw()):
         after = trait_probabilities(model, trait)
