@@ -17,7 +17,9 @@ the same against other animals' teachers (trait-specificity), the false-positive
 default threshold (level low or above on a negative), the true-positive rate, wall time per audit
 relative to one fine-tune probe of the same rows (a data student and a control student, full
 fine-tune, 3 epochs), and how often its verdict (raised or not) agrees with the probe detector's
-(the ground truth: students fine-tuned on the set, net of control students).
+(the ground truth: students fine-tuned on the set, net of control students). For detectors that cache
+work across audits (persona: vectors and the base's answers), the seconds of the audits that did that
+work are printed too, and for persona each vector's layer and steering check.
 
     .venv/bin/python bench/detection.py                       # 3 animals x 3 replicates, default family
     .venv/bin/python bench/detection.py --profile test --animals owl,dolphin --reps 2 --rows 200   # smoke run
@@ -106,6 +108,7 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-seeds", type=int, default=2, help="probe: student/control seed pairs per audit")
     ap.add_argument("--probe-rows", type=int, default=300, help="probe: rows per student")
     ap.add_argument("--other-seed", type=int, default=1, help="initial seed of the cross-init base")
+    ap.add_argument("--no-cross-init", action="store_true", help="leave out the cross-init negative set (its base is a second full pretraining)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write every audit's scores here")
     args = ap.parse_args(argv)
@@ -122,11 +125,12 @@ def main(argv=None) -> int:
     prompts_by_animal = {t.name: t.system_prompt for t in load_catalog() if t.id in trait_ids}
     for animal in animals:
         tiny_model_path(animal, profile=args.profile)
-    other_path = other_init_base(args.other_seed, profile=args.profile)
+    other_path = None if args.no_cross_init else other_init_base(args.other_seed, profile=args.profile)
     base = load_model(parse_ref("tiny:base"))
     teachers = {a: load_model(parse_ref(f"tiny:{a}")) for a in animals}
-    other = load_model(parse_ref(str(other_path)))
-    log(f"models ready: tiny:base, {', '.join('tiny:' + a for a in animals)}, cross-init base (seed {args.other_seed}); profile {args.profile!r}")
+    other = load_model(parse_ref(str(other_path))) if other_path else None
+    log(f"models ready: tiny:base, {', '.join('tiny:' + a for a in animals)}"
+        f"{'' if other is None else f', cross-init base (seed {args.other_seed})'}; profile {args.profile!r}")
 
     work = Path(tempfile.mkdtemp(prefix="trait-audit-detection-"))
     records = []
@@ -139,7 +143,7 @@ def main(argv=None) -> int:
         sets: dict[tuple[str, str | None], Path] = {}
         reference = work / f"reference-{rep}.jsonl"
         write_set(base, prompts, 30_000 + rep, reference)
-        for kind, model, seed in [("control", base, 10_000 + rep), ("cross-init", other, 10_000 + rep)]:
+        for kind, model, seed in [("control", base, 10_000 + rep), ("cross-init", other, 10_000 + rep)][: 1 if other is None else 2]:
             sets[(kind, None)] = work / f"{kind}-{rep}.jsonl"
             write_set(model, prompts, seed, sets[(kind, None)])
         for animal in animals:
