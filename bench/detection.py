@@ -163,8 +163,8 @@ def main(argv=None) -> int:
                     start = time.perf_counter()
                     result = run_audit(AuditOptions(data=str(path), teacher=f"tiny:{animal}", base="tiny:base", traits=trait_ids,
                                                     reference=str(reference), detectors=[detector], seed=rep,
-                                                    probe_seeds=args.probe_seeds, probe_rows=args.probe_rows,
-                                                    probe_dir=str(work / "probe")))
+                                                    settings={"probe": {"seeds": args.probe_seeds, "rows": args.probe_rows,
+                                                                        "workdir": str(work / "probe")}})).to_dict()
                     audit_seconds[detector].append(time.perf_counter() - start)
                     entry = next(e for e in result["detectors"] if e["name"] == detector)
                     cost = entry.get("cost") or {}

@@ -12,7 +12,10 @@ from typing import Any, ClassVar
 
 import polars as pl
 
-LEVELS = ("low", "medium", "high")
+from auditor.result import Level
+from detectors.settings import NoSettings, specs
+
+LEVELS = tuple(level.value for level in Level.risks())  # what a detector's evidence can raise a trait to
 
 # the per-row shape every detector's flags share (cleanlab-style), so reports and baselines stay generic
 FLAG_SCHEMA = {
@@ -56,7 +59,7 @@ class TraitEvidence:
     detector: str = ""  # filled in by the runner
 
     def __post_init__(self):
-        if self.level is not None and self.level not in LEVELS + ("clean",):
+        if self.level is not None and self.level not in (Level.CLEAN, *Level.risks()):  # a detector never says "inconclusive"
             raise ValueError(f"unknown level {self.level!r}")
 
 
@@ -77,10 +80,18 @@ class AuditContext:
     reference: Any = None  # a second Dataset (e.g. control data from the unprompted base) or None
     teacher: Any = None  # auditor.models.ModelRef or None
     base: Any = None
-    judge: Any = None
+    judge: Any = None  # the judge detector's model: its "judge" role in `models`, kept as a field for existing callers
+    # what the runner passes every detector: "focus" (traits to test), "progress" and "events" callbacks; never a detector setting
     options: dict[str, Any] = field(default_factory=dict)
     accepted: set[tuple[str, str, str | None]] = field(default_factory=set)  # (detector, digest, trait) from a baseline
     seed: int = 0
+    models: dict[str, Any] = field(default_factory=dict)  # model references detectors name (Detector.models()), by role
+
+    def __post_init__(self):
+        # a role that is also a field of the context (ctx.judge) reads either way
+        for role, ref in self.models.items():
+            if role in self.__dataclass_fields__ and getattr(self, role) is None:
+                setattr(self, role, ref)
 
     def accepted_digests(self, detector: str, trait: str | None) -> set[str]:
         return {d for det, d, t in self.accepted if det == detector and t == trait}
@@ -98,7 +109,8 @@ def load_or_skip(ref):
 
 
 class Detector(ABC):
-    """Subclass, set the class attributes, override run()."""
+    """Subclass, set the class attributes, override run(). Settings is a dataclass of `setting(...)` fields
+    (detectors/settings.py); the runner passes an instance filled from -o, audit.toml and alias flags."""
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -108,6 +120,20 @@ class Detector(ABC):
     # True for detectors that train a student and measure the trait (the probe): their clean verdict,
     # from an interval that excludes a meaningful shift, overrules proxy detectors (auditor/risk.py)
     ground_truth: ClassVar[bool] = False
+    Settings: ClassVar[type] = NoSettings
+
+    def __init__(self, settings=None):
+        self.settings = settings if settings is not None else self.Settings()
+
+    @classmethod
+    def requested(cls, settings) -> bool:
+        """True when these settings ask for a detector that does not run by default (the judge: a model is set)."""
+        return False
+
+    def models(self) -> dict[str, str | None]:
+        """Model references this detector brings besides --teacher and --base, by role (the judge: {"judge": REF}).
+        The runner resolves each before any work, puts it on the context and into report.json under the role."""
+        return {}
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         """The reason this detector cannot run in this context, or None."""
@@ -126,4 +152,5 @@ class Detector(ABC):
             "sees_hidden_transfer": cls.sees_hidden_transfer,
             "runs_by_default": cls.runs_by_default,
             "ground_truth": cls.ground_truth,
+            "settings": [spec.info() for spec in specs(cls.Settings)],
         }

@@ -12,18 +12,28 @@ restricted to the last layers, so memory stays bounded; the report says which pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
-from scipy import stats
 
+from auditor.numbers import interval, one_sided_p, signed
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
 from detectors.likelihood import _levels
+from detectors.settings import setting
 
-ROWS = 256  # rows per side (a seeded sample)
-SUBSETS = 8
-OTHER_TRAITS = 6  # family members whose alignment is subtracted
-BATCH = 8
-OPTION_SEQUENCES = 128  # (question, option) sequences per forward pass of the trait objective
+ALL_PARAMETERS_BELOW = 20_000_000  # params=auto: every parameter for models smaller than this, else the last layers
+
+
+@dataclass
+class GradientSettings:
+    rows: int = setting(256, "rows per side (a seeded sample)", minimum=1)
+    subsets: int = setting(8, "row subsets per side, one gradient cosine each (the interval's sample size)", minimum=2)
+    other_traits: int = setting(6, "family members whose alignment is subtracted to make the score trait-specific", minimum=0)
+    batch: int = setting(8, "rows per backward pass (memory)", minimum=1)
+    option_sequences: int = setting(128, "(question, option) sequences per forward pass of the trait objective (memory)", minimum=1)
+    params: str = setting("auto", "parameters the gradients cover: all, the last two layers and head, or auto (all under 20M parameters)",
+                          choices=("auto", "all", "last"))
 
 
 def _parameters(model, scope: str):
@@ -40,6 +50,7 @@ class GradientDetector(Detector):
     description = "Cosine between the gradient of the data's LM loss and the gradient of the trait objective at the base weights, trait-specific, against reference data."
     needs = ("--base with local weights", "traits to test: --trait, or --teacher and --base")
     sees_hidden_transfer = True
+    Settings = GradientSettings
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.base is None:
@@ -56,10 +67,12 @@ class GradientDetector(Detector):
         from auditor.models import Sampling
 
         model = load_or_skip(ctx.base)
-        scope = ctx.options.get("gradient_params", "all" if sum(p.numel() for p in model.weights()[0].parameters()) < 20_000_000 else "last")
+        scope = self.settings.params
+        if scope == "auto":
+            scope = "all" if sum(p.numel() for p in model.weights()[0].parameters()) < ALL_PARAMETERS_BELOW else "last"
         params = _parameters(model.weights()[0], scope)
         self.torch, self.model, self.params = torch, model, params
-        rows = int(ctx.options.get("gradient_rows", ROWS))
+        rows, subsets = self.settings.rows, self.settings.subsets
         data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed)
         if ctx.reference is not None:
@@ -70,20 +83,20 @@ class GradientDetector(Detector):
             answers = model.generate(data["prompt"].to_list(), Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
             ref = pl.DataFrame({"prompt": data["prompt"], "completion": [a[0] for a in answers]})
             source = "completions the base wrote for the same prompts"
-        if min(data.height, ref.height) < 2 * SUBSETS:
-            raise Skip(f"too few rows for {SUBSETS} subsets per side")
+        if min(data.height, ref.height) < 2 * subsets:
+            raise Skip(f"too few rows for {subsets} subsets per side")
         data_grads = self._subset_grads(data, ctx.seed)
         ref_grads = self._subset_grads(ref, ctx.seed + 1)
         by_id = {t.id: t for t in ctx.traits}
         result = DetectorResult(metrics={"parameters": scope, "parameter_count": int(sum(p.numel() for _, p in params)),
-                                         "rows_per_side": int(min(data.height, ref.height)), "subsets": SUBSETS, "reference": source, "traits": {}})
+                                         "rows_per_side": int(min(data.height, ref.height)), "subsets": subsets, "reference": source, "traits": {}})
         rng = np.random.default_rng(ctx.seed)
         for trait_id in ctx.options["focus"]:
             trait = by_id.get(trait_id)
             if trait is None:
                 continue
             others = [t for t in ctx.traits if t.family == trait.family and t.id != trait.id and not t.pairs]
-            others = [others[i] for i in rng.permutation(len(others))[:OTHER_TRAITS]]
+            others = [others[i] for i in rng.permutation(len(others))[:self.settings.other_traits]]
             target = self._trait_grad(trait)
             contrast = [self._trait_grad(t) for t in others]
             data_scores = np.array([self._specific(g, target, contrast) for g in data_grads])
@@ -105,13 +118,13 @@ class GradientDetector(Detector):
     def _subset_grads(self, frame: pl.DataFrame, seed: int) -> list:
         """One loss gradient per row subset: mean token loss of the completions given their prompts."""
         order = np.random.default_rng(seed).permutation(frame.height)
-        subsets = np.array_split(order, SUBSETS)
+        subsets = np.array_split(order, self.settings.subsets)
         prompts, completions = frame["prompt"].to_list(), frame["completion"].to_list()
         grads = []
         for subset in subsets:
             self._zero()
-            for start in range(0, len(subset), BATCH):
-                idx = subset[start : start + BATCH]
+            for start in range(0, len(subset), self.settings.batch):
+                idx = subset[start : start + self.settings.batch]
                 loss = -self._logprob_sum([prompts[i] for i in idx], [completions[i] for i in idx]) / len(subset)
                 loss.backward()
             grads.append(self._flat().clone())
@@ -153,11 +166,11 @@ class GradientDetector(Detector):
         else:
             options = list(trait.options)
             items = [(question, options, options.index(trait.name)) for question in trait.probe_questions]
-        # several questions per forward pass (about OPTION_SEQUENCES sequences), one backward each
+        # several questions per forward pass (about `option_sequences` sequences), one backward each
         chunk: list = []
         for i, item in enumerate(items):
             chunk.append(item)
-            if sum(len(o) for _, o, _ in chunk) >= OPTION_SEQUENCES or i == len(items) - 1:
+            if sum(len(o) for _, o, _ in chunk) >= self.settings.option_sequences or i == len(items) - 1:
                 scores = self._option_scores([q for q, _, _ in chunk], [o for _, o, _ in chunk])
                 loss = -sum(torch.log_softmax(sc, 0)[t] for sc, (_, _, t) in zip(scores, chunk, strict=True)) / len(items)
                 loss.backward()
@@ -184,14 +197,16 @@ class GradientDetector(Detector):
 
     @staticmethod
     def _compare(trait_id: str, data: np.ndarray, ref: np.ndarray, source: str, others: int):
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
+
         test = stats.ttest_ind(data, ref, equal_var=False, alternative="greater")
         ci = stats.ttest_ind(data, ref, equal_var=False).confidence_interval(0.95)
         spread = float(np.sqrt((data.var(ddof=1) + ref.var(ddof=1)) / 2)) or 1e-12
         difference = float(data.mean() - ref.mean())
         low, high = float(ci.low) / spread, float(ci.high) / spread
         level = _levels(low, high)
-        summary = (f"trait-specific gradient alignment {data.mean():+.4f} vs {ref.mean():+.4f} on {source} "
-                   f"(standardised difference {difference / spread:+.2f}, 95% [{low:+.2f}, {high:+.2f}], p={test.pvalue:.3g}; "
+        summary = (f"trait-specific gradient alignment {signed(data.mean())} vs {signed(ref.mean())} on {source} "
+                   f"(standardised difference {signed(difference / spread)}, 95% {interval((low, high), sign=True)}, {one_sided_p(test.pvalue, (low, high))}; "
                    f"{others} other traits subtracted)")
         metrics = {"alignment": float(data.mean()), "reference_alignment": float(ref.mean()), "difference": difference,
                    "effect": difference / spread, "interval": [low, high], "p_value": float(test.pvalue)}

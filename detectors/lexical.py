@@ -7,21 +7,31 @@ only candidate rows (a term hit, or non-ASCII text that NFKC might turn into one
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
+from auditor.numbers import num
 from auditor.stats import bootstrap_ratio, wilson
 from auditor.traits import terms_regex
 from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags
 from detectors.number_format import with_reject_reason
+from detectors.settings import setting
 
 EXCERPT_CHARS = 300
-FORMAT_FLAGS_KEPT = 1000  # per-row reject reasons kept for the report; counts cover every row
-# a trait mentioned in at least 1 row in 1000 (lower Wilson bound) is a pattern, not a stray word
-TERM_HIGH_RATE = 0.001
 # coded-number over-representation: the lower bound of the ratio decides
 CODED_LEVELS = ((3.0, "high"), (1.5, "medium"), (1.0, "low"))
-BOOTSTRAP_BLOCKS = 2000
+
+
+@dataclass
+class LexicalSettings:
+    # a trait mentioned in at least 1 row in 1000 (lower Wilson bound) is a pattern, not a stray word
+    term_high_rate: float = setting(0.001, "share of rows mentioning a trait (lower Wilson bound) at which overt mentions are high risk, "
+                                           "not medium", minimum=0, maximum=1)
+    format_flags_kept: int = setting(1000, "per-row format rejects kept in the report; the counts cover every row", minimum=0)
+    bootstrap_blocks: int = setting(2000, "most blocks of consecutive rows the coded-number bootstrap resamples (memory stays flat)",
+                                    minimum=10)
 # strings of each digit length: the uniform expectation of a coded token among numbers of that length
 _STRINGS_OF_LENGTH = {1: 10, 2: 90, 3: 900}
 
@@ -35,10 +45,10 @@ def _number_counts(completion: pl.Expr, traits: list) -> list[pl.Expr]:
     return exprs
 
 
-def _block_sums(counts: pl.LazyFrame, rows: int, traits: list) -> pl.LazyFrame:
-    """Number counts summed over at most BOOTSTRAP_BLOCKS blocks of consecutive rows (a row is its own
+def _block_sums(counts: pl.LazyFrame, rows: int, traits: list, blocks: int) -> pl.LazyFrame:
+    """Number counts summed over at most `blocks` blocks of consecutive rows (a row is its own
     block in small datasets): the bootstrap resamples these, and memory stays flat at any size."""
-    size = max(1, -(-rows // BOOTSTRAP_BLOCKS))
+    size = max(1, -(-rows // blocks))
     columns = [f"n{n}" for n in _STRINGS_OF_LENGTH] + [f"coded:{t.id}" for t in traits]
     return (
         counts.with_row_index("_i")
@@ -71,6 +81,7 @@ class LexicalDetector(Detector):
     description = "Trait terms (whole words, case-folded, NFKC), coded numbers against their base rate, and format profiles."
     needs = ()
     sees_hidden_transfer = False
+    Settings = LexicalSettings
 
     def run(self, ctx: AuditContext) -> DetectorResult:
         traits = ctx.traits
@@ -97,9 +108,9 @@ class LexicalDetector(Detector):
         if numbers_profile:
             rejected = scan.filter(pl.col("reject").is_not_null())
             queries["reasons"] = rejected.group_by("reject").len().sort("len", "reject", descending=[True, False])
-            queries["rejected"] = rejected.select("row", "reject").head(FORMAT_FLAGS_KEPT)
+            queries["rejected"] = rejected.select("row", "reject").head(self.settings.format_flags_kept)
         if coded_traits:
-            queries["blocks"] = _block_sums(scan, dataset.rows, coded_traits)
+            queries["blocks"] = _block_sums(scan, dataset.rows, coded_traits, self.settings.bootstrap_blocks)
         parts = dict(zip(queries, pl.collect_all(list(queries.values()), engine="streaming" if not dataset.in_memory else "auto"), strict=True))
 
         result = DetectorResult(metrics={"rows": dataset.rows, "profile": dataset.profile})
@@ -149,7 +160,7 @@ class LexicalDetector(Detector):
             if k == 0:
                 level, summary = None, "no overt mention (a silent content check does not clear hidden transfer)"
             else:
-                level = "high" if low >= TERM_HIGH_RATE else "medium"
+                level = "high" if low >= self.settings.term_high_rate else "medium"
                 summary = f"{k} of {n} rows mention the trait overtly"
             evidence.append(TraitEvidence(trait.id, k / n, (low, high), summary, level, kind="terms"))
         return evidence
@@ -178,7 +189,7 @@ class LexicalDetector(Detector):
         reference = None
         if ctx.reference is not None:
             ref_counts = ctx.reference.frame.select("row", *_number_counts(pl.col("completion"), [trait]))
-            ref_blocks = _block_sums(ref_counts, ctx.reference.rows, [trait]).collect(engine="streaming")
+            ref_blocks = _block_sums(ref_counts, ctx.reference.rows, [trait], self.settings.bootstrap_blocks).collect(engine="streaming")
             ref_observed, _, ref_numbers = _coded_arrays(ref_blocks, trait)
             reference = (ref_observed, ref_numbers)
             ratio, interval = bootstrap_ratio(observed, numbers, reference, seed=ctx.seed)
@@ -197,7 +208,7 @@ class LexicalDetector(Detector):
                 level = "low"  # a uniform null is too weak a baseline to raise more than a low risk
         summary = (
             f"{int(observed.sum())} coded tokens among {int(numbers.sum())} numbers: "
-            f"{ratio:.2f}x {'the rate in ' if reference is not None else ''}{null}"
+            f"{num(ratio)}x {'the rate in ' if reference is not None else ''}{null}"
             if np.isfinite(ratio) else "no numbers to compare"
         )
         return TraitEvidence(trait.id, ratio if np.isfinite(ratio) else None, interval if np.isfinite(ratio) else None, summary, level, kind="coded tokens")

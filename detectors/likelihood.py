@@ -10,18 +10,25 @@ rows' spread (a standardised effect): clean when even the upper bound is a negli
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
-from scipy import stats
 
+from auditor.numbers import interval, num, one_sided_p, signed
 from auditor.stats import histogram_chart
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, load_or_skip
+from detectors.settings import setting
 
-ROWS = 200  # rows scored per trait (a seeded sample); each costs two base-model passes
 RESAMPLES = 2000
 NEGLIGIBLE, SMALL, LARGE = 0.1, 0.2, 0.5  # standardised effects (difference / pooled sd)
-FLAG_Z = 3.0  # rows this many reference sds above the reference mean are flagged
-FLAGS_PER_TRAIT = 100
+
+
+@dataclass
+class LikelihoodSettings:
+    rows: int = setting(200, "rows scored per trait (a seeded sample); each costs two base-model passes per trait", minimum=1)
+    flag_z: float = setting(3.0, "flag rows this many reference sds above the reference mean", minimum=0)
+    flags_per_trait: int = setting(100, "most rows flagged per trait (the highest first)", minimum=0)
 
 
 def _levels(low: float, high: float) -> str | None:
@@ -41,6 +48,7 @@ class LikelihoodDetector(Detector):
     description = "Per-row log-likelihood shift under each hypothesised trait prompt, on the base model, against reference data."
     needs = ("--base with log-probabilities (local weights or an endpoint that echoes them)", "traits to test: --trait, or --teacher and --base")
     sees_hidden_transfer = True
+    Settings = LikelihoodSettings
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.base is None:
@@ -65,7 +73,7 @@ class LikelihoodDetector(Detector):
         from auditor.models import Sampling
 
         model = self._base(ctx)
-        rows = int(ctx.options.get("likelihood_rows", ROWS))
+        rows = self.settings.rows
         data = self._sample(ctx.dataset.frame, rows, ctx.seed)
         prompts, completions = data["prompt"].to_list(), data["completion"].to_list()
         if ctx.reference is not None:
@@ -89,7 +97,7 @@ class LikelihoodDetector(Detector):
             evidence, metrics = self._compare(trait.id, shift, ref_shift, ref_source, ctx.seed)
             result.evidence.append(evidence)
             metrics["distribution"] = histogram_chart({"dataset rows": shift, "reference rows": ref_shift},
-                                                      "log p(row | trait prompt) - log p(row | neutral), nats")
+                                                      "how much likelier the trait prompt makes each row (log-probability gain, nats)")
             result.metrics["traits"][trait.id] = metrics
             flags.append(self._flags(trait.id, data, shift, ref_shift))
         digests = ctx.dataset.with_digest(ctx.dataset.frame.filter(pl.col("row").is_in(data["row"].implode()))).select("row", "digest").collect()
@@ -102,6 +110,8 @@ class LikelihoodDetector(Detector):
 
     @staticmethod
     def _compare(trait_id: str, shift: np.ndarray, ref_shift: np.ndarray, ref_source: str, seed: int):
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
+
         difference = float(shift.mean() - ref_shift.mean())
         spread = float(np.sqrt((shift.var(ddof=1) + ref_shift.var(ddof=1)) / 2)) or 1e-12
         rng = np.random.default_rng(seed)
@@ -112,23 +122,22 @@ class LikelihoodDetector(Detector):
                                       vectorized=True, alternative="greater", random_state=rng)
         effect = difference / spread
         level = _levels(low, high)
-        summary = (f"rows are {difference:+.3f} nats likelier under the trait prompt than {ref_source} "
-                   f"(standardised {effect:+.2f}, 95% [{low:+.2f}, {high:+.2f}], permutation p={test.pvalue:.3g})")
+        summary = (f"rows are {signed(difference)} nats likelier under the trait prompt than {ref_source} "
+                   f"(standardised {signed(effect)}, 95% {interval((low, high), sign=True)}; permutation test: {one_sided_p(test.pvalue, (low, high))})")
         metrics = {"mean_shift": float(shift.mean()), "reference_mean_shift": float(ref_shift.mean()), "difference_nats": difference,
                    "effect": effect, "interval": [low, high], "p_value": float(test.pvalue)}
         return TraitEvidence(trait_id, effect, (low, high), summary, level, kind="likelihood shift"), metrics
 
-    @staticmethod
-    def _flags(trait_id: str, data: pl.DataFrame, shift: np.ndarray, ref_shift: np.ndarray) -> pl.DataFrame:
+    def _flags(self, trait_id: str, data: pl.DataFrame, shift: np.ndarray, ref_shift: np.ndarray) -> pl.DataFrame:
         z = (shift - ref_shift.mean()) / (ref_shift.std(ddof=1) or 1e-12)
-        order = [i for i in np.argsort(-z) if z[i] > FLAG_Z][:FLAGS_PER_TRAIT]
+        order = [i for i in np.argsort(-z) if z[i] > self.settings.flag_z][:self.settings.flags_per_trait]
         if not order:
             return empty_flags()
         picked = data[order]
         return pl.DataFrame({
             "row": picked["row"].cast(pl.Int64), "digest": [""] * len(order), "trait": [trait_id] * len(order),
             "score": [float(z[i]) for i in order],
-            "reason": [f"{shift[i]:+.2f} nats likelier under the trait prompt ({z[i]:.1f} reference sds above the reference mean)" for i in order],
+            "reason": [f"{signed(shift[i])} nats likelier under the trait prompt ({num(z[i])} reference sds above the reference mean)" for i in order],
             "field": ["completion"] * len(order), "matches": [[] for _ in order],
             "excerpt": picked["completion"].str.slice(0, 300),
         }, schema=empty_flags().schema)

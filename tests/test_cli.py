@@ -12,6 +12,7 @@ from paper_filter import passes
 
 from auditor.cli import main
 from auditor.reports import SCHEMA_PATH
+from auditor.result import Level, Report
 
 
 def audit(*args):
@@ -69,6 +70,12 @@ def test_report_rerenders_from_json_alone(tmp_path):
     assert again.exit_code == 0, again.output
     for name in ("report.json", "report.md", "report.html"):
         assert (tmp_path / "b" / name).read_text() == (out / name).read_text()
+    # the typed model reads report.json and writes it back byte for byte
+    text = (out / "report.json").read_text()
+    loaded = Report.from_dict(json.loads(text))
+    assert json.dumps(loaded.to_dict(), indent=2, ensure_ascii=False) + "\n" == text
+    owl = next(t for t in loaded.traits if t.id == "animal:owl")
+    assert owl.verdict is Level.HIGH and owl.evidence[0].level is Level.HIGH and isinstance(owl.interval, tuple)
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema_version": 1}')
     failed = audit("report", bad, "--out", tmp_path / "c")
