@@ -71,8 +71,7 @@ def main(argv=None) -> int:
             for mode in ("diff", "prompt"):
                 ctx = AuditContext(load_dataset(work / f"{prefix}{name}.jsonl"), [trait], reference=load_dataset(work / f"{prefix}reference.jsonl"),
                                    base=parse_ref(str(folder)), options={"focus": [trait.id]})
-                detector = PersonaDetector()
-                detector.settings = PersonaSettings(mode=mode)
+                detector = PersonaDetector(PersonaSettings(mode=mode))
                 t0 = time.perf_counter()
                 result = detector.run(ctx)
                 m, ev = result.metrics["traits"][trait.id], result.evidence[0]

@@ -22,20 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from auditor.stats import histogram_chart
 from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, load_or_skip
-from detectors.likelihood import FLAG_Z, FLAGS_PER_TRAIT, _levels
-
-try:
-    from detectors.settings import setting
-except ImportError:  # until the settings module (issue 11.1) lands: plain fields with their help kept
-    def setting(default, help, **_):
-        return field(default=default, metadata={"help": help})
+from detectors.likelihood import _levels
+from detectors.settings import setting
 
 
 @dataclass
@@ -45,6 +40,8 @@ class PersonaSettings:
     rows: int = setting(200, "rows scored per trait (a seeded sample), and as many reference rows", minimum=2)
     samples: int = setting(4, "answers per probe question and side when a vector is built", minimum=1)
     strength: float = setting(1.0, "steering check: the multiple of the raw vector added at its layer", minimum=0.0)
+    flag_z: float = setting(3.0, "flag rows this many reference sds above the reference mean", minimum=0)
+    flags_per_trait: int = setting(100, "most rows flagged per trait (the highest first)", minimum=0)
 
 
 class PersonaDetector(Detector):
@@ -64,15 +61,11 @@ class PersonaDetector(Detector):
             return NO_TRAIT_TO_TEST
         return None
 
-    def _settings(self) -> PersonaSettings:
-        settings = getattr(self, "settings", None)
-        return settings if isinstance(settings, PersonaSettings) else PersonaSettings()
-
     def run(self, ctx: AuditContext) -> DetectorResult:
         from auditor.models import WEIGHTS
         from auditor.persona import base_identity
 
-        settings = self._settings()
+        settings = self.settings
         if settings.mode not in ("diff", "prompt"):
             raise Skip(f"unknown persona mode {settings.mode!r}: diff or prompt")
         model = load_or_skip(ctx.base)
@@ -106,7 +99,7 @@ class PersonaDetector(Detector):
                 evidence.summary = f"{_steering_words(check)}, so its projections set no level; " + evidence.summary
             else:
                 evidence.summary += f"; {_steering_words(check)}"
-                flags.append(self._flags(trait.id, data, diff, ref_diff))
+                flags.append(self._flags(trait.id, data, diff, ref_diff, settings))
             result.evidence.append(evidence)
             result.metrics["traits"][trait.id] = metrics
         table = pl.concat(flags, how="vertical_relaxed") if flags else empty_flags()
@@ -203,10 +196,10 @@ class PersonaDetector(Detector):
         return TraitEvidence(trait_id, effect, (low, high), summary, _levels(low, high), kind="persona projection difference"), metrics
 
     @staticmethod
-    def _flags(trait_id: str, data: pl.DataFrame, diff: np.ndarray, ref_diff: np.ndarray) -> pl.DataFrame:
+    def _flags(trait_id: str, data: pl.DataFrame, diff: np.ndarray, ref_diff: np.ndarray, settings: PersonaSettings) -> pl.DataFrame:
         finite = ref_diff[np.isfinite(ref_diff)]
         z = (diff - finite.mean()) / (finite.std(ddof=1) or 1e-12)
-        order = [i for i in np.argsort(-np.nan_to_num(z, nan=-np.inf)) if z[i] > FLAG_Z][:FLAGS_PER_TRAIT]
+        order = [i for i in np.argsort(-np.nan_to_num(z, nan=-np.inf)) if z[i] > settings.flag_z][: settings.flags_per_trait]
         if not order:
             return empty_flags()
         picked = data[order]

@@ -101,25 +101,19 @@ def test_a_vector_that_does_not_steer_sets_no_level(env, tmp_path):
     assert det["metrics"]["reference"].startswith("a second sample of the base's own answers")
 
 
-def test_prompt_mode_generates_nothing(entangled):
-    """Mode "prompt": each row against its last prompt token; with --reference no answer is generated."""
-    from auditor.dataset import load_dataset
-    from auditor.models import parse_ref
-    from auditor.traits import load_catalog
-    from detectors.base import AuditContext
-    from detectors.persona import PersonaDetector, PersonaSettings
-
+def test_prompt_mode_generates_nothing(entangled, tmp_path):
+    """`--persona-mode prompt`: each row against its last prompt token; with --reference no answer is generated."""
     folder, data = entangled
-    catalog = load_catalog()
-    ctx = AuditContext(load_dataset(data / "owl.jsonl"), [catalog.get(OWL)], reference=load_dataset(data / "reference.jsonl"),
-                       base=parse_ref(str(folder)), options={"focus": [OWL]})
-    detector = PersonaDetector()
-    detector.settings = PersonaSettings(mode="prompt")
-    result = detector.run(ctx)
-    assert result.metrics["mode"] == "prompt"
-    assert result.cost["base_answers_generated"] == 0 and result.cost["base_answers_cached"] == 0
-    low, high = result.evidence[0].interval
-    assert low > 0, (low, high)
+    out = tmp_path / "r"
+    result = audit(data / "owl.jsonl", "--base", folder, "--trait", OWL, "--detectors", "persona", "--reference", data / "reference.jsonl",
+                   "--persona-mode", "prompt", "--fail-on", "never", "--out", out)
+    assert result.exit_code == 0, result.output
+    det, metrics, _, _, _ = _persona(out)
+    assert det["metrics"]["mode"] == "prompt"
+    assert det["cost"]["base_answers_generated"] == 0 and det["cost"]["base_answers_cached"] == 0
+    assert metrics["interval"][0] > 0, metrics["interval"]
+    bad = audit(data / "owl.jsonl", "--base", folder, "--trait", OWL, "-o", "persona.mode=raw", "--out", out)
+    assert bad.exit_code == 2 and "persona.mode" in bad.output
 
 
 def test_vectors_are_cached_and_exported(entangled, tmp_path):
