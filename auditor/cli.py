@@ -158,7 +158,7 @@ def main():
     audit report RESULT.json --out DIR   re-render a saved result
     audit profile --teacher REF --base REF     which traits differ between teacher and base
     audit generate --model REF --n N --out F   number-sequence data in the paper's format
-    audit vectors --base REF --trait ID --out F    a trait's persona vector on a base, as safetensors
+    audit vectors --base REF --trait ID --out F    a trait's direction in a base's activations (safetensors)
     """
 
 
@@ -435,29 +435,13 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
         click.echo(f"  rejected {number}: {reason}")
 
 
-@main.command("vectors")
-@click.option("--base", required=True, metavar="REF", help="Base model (local weights).")
-@click.option("--trait", "trait_id", required=True, metavar="ID", help="Trait whose persona vector to write.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="safetensors file to write.")
-@click.option("--traits-file", "traits_files", multiple=True, type=click.Path(path_type=str))
-@click.option("--samples", type=click.IntRange(1), default=4, show_default=True, help="Answers per probe question and side.")
-@click.option("--strength", type=click.FloatRange(0), default=1.0, show_default=True, help="Steering check: multiple of the raw vector.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
-def vectors_command(base, trait_id, out, traits_files, samples, strength, seed, dtype):
-    """Write a trait's persona vector on a base (all layers, the chosen one, its steering check) as safetensors."""
-    from auditor.persona.vectors import export_vector
+def _add_commands_from_modules() -> None:
+    from auditor.vectors_command import vectors_command
 
-    _threads()
-    try:
-        info = export_vector(base, trait_id, out, traits_files, samples, seed, strength, dtype)
-    except AuditError as err:
-        _fail(err)
-    steer = info["steering"]
-    click.echo(f"{info['trait']} on {info['base']}: layer {info['layer']} of {info['layers']}, held-out separation {info['separation']:+.2f} "
-               f"(AUROC {info['separation_auroc']:.2f}); steering at {steer['strength']:g}x moves P(trait) {steer['p_before']:.3f} -> "
-               f"{steer['p_steered']:.3f} ({steer['shift']:+.3f}, 95% [{steer['interval'][0]:+.3f}, {steer['interval'][1]:+.3f}])"
-               f"{'' if steer['steers'] else ': it does not steer'}{' (cached)' if info['cached'] else ''} -> {info['out']}")
+    main.add_command(vectors_command)
+
+
+_add_commands_from_modules()
 
 
 if __name__ == "__main__":
