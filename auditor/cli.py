@@ -158,6 +158,7 @@ def main():
     audit report RESULT.json --out DIR   re-render a saved result
     audit profile --teacher REF --base REF     which traits differ between teacher and base
     audit generate --model REF --n N --out F   number-sequence data in the paper's format
+    audit vectors --base REF --trait ID --out F    a trait's direction in a base's activations (safetensors)
     """
 
 
@@ -432,6 +433,15 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
     click.echo(f"kept {summary['kept']} of {summary['generated']} generations ({summary['pass_rate']:.1%} pass the paper's filter) -> {out}")
     for reason, number in summary["reject_reasons"].items():
         click.echo(f"  rejected {number}: {reason}")
+
+
+def _add_commands_from_modules() -> None:
+    from auditor.vectors_command import vectors_command
+
+    main.add_command(vectors_command)
+
+
+_add_commands_from_modules()
 
 
 if __name__ == "__main__":
