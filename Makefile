@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-overt test bench clean
+.PHONY: install demo demo-overt test bench gpu-check throughput clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -46,6 +46,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/scan.py
+
+# On a machine with CUDA: the tiny family's main job on CUDA and on CPU must agree, then the throughput bench on GPU
+# shapes (exits 2 with a message where there is no CUDA). See docs/models-and-scale.md.
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
+
+# Likelihood scoring and probe training against bare loops (CPU: a SmolLM2-135M shape, a few minutes).
+throughput: $(STAMP)
+	$(PY) bench/throughput.py
 
 clean:
 	rm -rf $(VENV) reports/demo reports/demo-overt

@@ -199,6 +199,22 @@ def _threads() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def _placement_options(func):
+    """--device and --dtype: where and in what precision local models run (auditor/models/device.py)."""
+    func = click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), envvar="TRAIT_AUDIT_DTYPE", show_envvar=True,
+                        help="Precision of local model weights (default auto: bf16 on an accelerator that has it, fp32 on CPU).")(func)
+    func = click.option("--device", metavar="auto|cpu|cuda|cuda:N|mps", envvar="TRAIT_AUDIT_DEVICE", show_envvar=True,
+                        help="Where local models run: teacher, base, local judge, probe students (default auto: CUDA, then MPS, "
+                             "then CPU; cuda spreads a model too large for one GPU over every visible GPU).")(func)
+    return func
+
+
+def _placement(device: str | None, dtype: str | None):
+    from auditor.models import Placement
+
+    return Placement(**{k: v for k, v in (("device", device), ("dtype", dtype)) if v})
+
+
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="trait-audit")
 def main():
@@ -246,6 +262,7 @@ def main():
                    "[tool.trait-audit] in ./pyproject.toml is read, and may not set those.")
 @click.option("--json", "print_json", is_flag=True, help="Print report.json to stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the gate line.")
+@_placement_options
 def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, junit_path, sarif_path, overrides, **options):
     """Audit DATA and write report.json, report.md and report.html.
 
@@ -464,9 +481,9 @@ def _endpoint_options(func):
 @click.option("--traits-file", "traits_files", multiple=True, type=click.Path(path_type=str))
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the ranking as JSON to this file.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="Weights of local models.")
+@_placement_options
 @_endpoint_options
-def profile_command(teacher, teacher_system, base, traits, traits_files, json_out, seed, dtype, base_url, api_key):
+def profile_command(teacher, teacher_system, base, traits, traits_files, json_out, seed, device, dtype, base_url, api_key):
     """Rank catalog traits by how much more the teacher prefers them than the base."""
     from auditor.io import write_atomic
     from auditor.models import load_model, parse_ref
@@ -479,8 +496,9 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
     try:
         selected = load_catalog(traits_files).select(traits)
         with console.status("loading models") as status:
-            teacher_model = load_model(parse_ref(teacher, teacher_system), dtype, base_url, api_key)
-            base_model = load_model(parse_ref(base), dtype, base_url, api_key)
+            placement = _placement(device, dtype)
+            teacher_model = load_model(parse_ref(teacher, teacher_system), placement, base_url, api_key)
+            base_model = load_model(parse_ref(base), placement, base_url, api_key)
             rows, notes = profile(teacher_model, base_model, selected, seed, progress=status.update)
     except AuditError as err:
         _fail(err)
@@ -507,9 +525,11 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same prompts: paired datasets.")
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--max-new-tokens", type=int, default=48, show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests in flight at once to an OpenAI-compatible endpoint (vLLM replicas behind one URL take many).")
+@_placement_options
 @_endpoint_options
-def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, dtype, base_url, api_key):
+def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, jobs, device, dtype, base_url, api_key):
     """Write number-sequence data in the paper's prompt format, filtered with the paper's filter (resumable)."""
     from rich.progress import Progress
 
@@ -521,7 +541,7 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
     if count < 1:
         _fail(AuditError("--n must be at least 1"))
     try:
-        model = load_model(parse_ref(model_ref, system), dtype, base_url, api_key)
+        model = load_model(parse_ref(model_ref, system), _placement(device, dtype), base_url, api_key, jobs=jobs)
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("generating", total=count)
             summary = generate_numbers(model, count, out, seed, batch, max_new_tokens, progress=lambda done, total: bar.update(task, completed=done))

@@ -86,6 +86,7 @@ class AuditContext:
     accepted: set[tuple[str, str, str | None]] = field(default_factory=set)  # (detector, digest, trait) from a baseline
     seed: int = 0
     models: dict[str, Any] = field(default_factory=dict)  # model references detectors name (Detector.models()), by role
+    placement: Any = None  # auditor.models.Placement: device and dtype of every local model (None: the defaults)
 
     def __post_init__(self):
         # a role that is also a field of the context (ctx.judge) reads either way
@@ -97,13 +98,15 @@ class AuditContext:
         return {d for det, d, t in self.accepted if det == detector and t == trait}
 
 
-def load_or_skip(ref):
-    """The model behind a reference; a reference that cannot be loaded skips the detector with the reason."""
+def load_or_skip(ref, placement=None):
+    """The model behind a reference, placed as the audit says (ctx.placement); a reference that cannot be loaded skips
+    the detector with the reason. A model too large for the memory at hand is no reason to skip: DoesNotFit goes up
+    (exit 2, with the numbers and the ways out)."""
     from auditor.errors import UsageError
     from auditor.models import load_model
 
     try:
-        return load_model(ref)
+        return load_model(ref, placement)
     except UsageError as err:
         raise Skip(str(err)) from None
 

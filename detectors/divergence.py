@@ -52,7 +52,7 @@ class DivergenceDetector(Detector):
 
         from auditor.models import Sampling
 
-        teacher, base = load_or_skip(ctx.teacher), load_or_skip(ctx.base)
+        teacher, base = load_or_skip(ctx.teacher, ctx.placement), load_or_skip(ctx.base, ctx.placement)
         rows = self.settings.rows
         data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed).sort("row")
@@ -85,7 +85,11 @@ class DivergenceDetector(Detector):
         return result
 
     def _divergence(self, teacher, base, prompts, completions) -> tuple[np.ndarray, list]:
-        t_scores, b_scores = teacher.score(prompts, completions), base.score(prompts, completions)
+        from auditor.models.scoring import device_of, side_by_side
+
+        # the teacher's and the base's passes at once where they sit on different GPUs (or endpoints)
+        t_scores, b_scores = side_by_side([lambda: teacher.score(prompts, completions), lambda: base.score(prompts, completions)],
+                                          [device_of(teacher), device_of(base)])
         per_row, counts, sums = [], Counter(), Counter()
         for t, b in zip(t_scores, b_scores, strict=True):
             diff = np.array(t.logprobs) - np.array(b.logprobs)

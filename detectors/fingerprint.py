@@ -75,7 +75,7 @@ class FingerprintDetector(Detector):
         else:
             from auditor.models import GENERATE, Sampling
 
-            base = load_or_skip(ctx.base)
+            base = load_or_skip(ctx.base, ctx.placement)
             if not base.supports(GENERATE):
                 raise Skip(f"{ctx.base.ref} cannot generate reference completions")
             answers = base.generate(data["prompt"].to_list(), Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")

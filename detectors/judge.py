@@ -134,7 +134,7 @@ class JudgeDetector(Detector):
         if settings.deadline_s is not None and settings.timeout > settings.deadline_s:  # no one try outlasts the run
             settings = dataclasses.replace(settings, timeout=settings.deadline_s)
         events = ctx.options.get("events") or (lambda event, **data: None)
-        backend = OpenAIJudge(ctx.judge, settings) if ctx.judge.backend == "openai" else LocalJudge(load_or_skip(ctx.judge), ctx.judge, settings)
+        backend = OpenAIJudge(ctx.judge, settings) if ctx.judge.backend == "openai" else LocalJudge(load_or_skip(ctx.judge, ctx.placement), ctx.judge, settings)
         cache = CallCache()
         traits = self._traits(ctx)
         rows, sampled = self._rows(ctx, settings)

@@ -60,7 +60,7 @@ class LikelihoodDetector(Detector):
     def _base(self, ctx: AuditContext):
         from auditor.models import LOGPROB
 
-        model = load_or_skip(ctx.base)
+        model = load_or_skip(ctx.base, ctx.placement)
         if not model.supports(LOGPROB):
             raise Skip(f"{ctx.base.ref} gives no log-probabilities")
         return model

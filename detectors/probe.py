@@ -142,7 +142,7 @@ class ProbeDetector(Detector):
         rows, seeds = run.rows, run.seeds
         if rows < MIN_ROWS:
             raise Skip(f"--probe-budget {settings.budget} allows {rows} rows per student; the probe needs at least {MIN_ROWS}")
-        model = load_or_skip(base_ref)
+        model = load_or_skip(base_ref, ctx.placement)
         pool = ctx.dataset.frame.select("prompt", "completion").collect()
         control_pool, source = self._control(ctx, model, pool.sample(n=min(rows, pool.height), seed=ctx.seed), rows, api, settings, progress)
 
