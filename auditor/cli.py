@@ -10,9 +10,11 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from auditor import __version__
+from auditor.dataset.source import DEFAULT_MAX_INPUT_GIB
 from auditor.errors import AuditError
 from auditor.risk import FAIL_ON
 
@@ -27,6 +29,19 @@ class DefaultGroup(click.Group):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = [MAIN, *args]
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except AuditError as err:  # a command that let one through
+            _fail(err)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as err:  # a bug: exit 3 (the verdict is unusable), never a traceback that CI reads as exit 1
+            _internal(err)
 
     def format_help(self, ctx, formatter):
         # `audit --help` shows the main job's options too, not only the subcommands
@@ -77,9 +92,12 @@ class RunCommand(click.Command):
 
     def parse_args(self, ctx, args):
         from auditor.config import load_config
+        from auditor.trust import check_project_file
 
+        explicit = _config_flag(args)
         try:
-            config = load_config()
+            config = load_config(explicit=explicit)
+            check_project_file(config, explicit is not None, args, self.aliases())
             by_key = {flag.lstrip("-").replace("-", "_"): (name, spec) for name, spec in self.aliases().values()
                       for flag in spec.alias if flag.startswith("--")}
             known = {p.name for p in self.params if p.name not in self.aliases()}
@@ -136,9 +154,44 @@ def _detector_settings(ctx: click.Context, overrides: tuple[str, ...], options: 
     return {name: values.build(DETECTORS, name) for name in values.values}
 
 
+def _config_flag(args: list[str]) -> Path | None:
+    """The file given with --config FILE (or --config=FILE): read before the command's own options are parsed."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--config="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
 def _fail(err: AuditError) -> None:
-    click.echo(f"error: {err}", err=True)
+    from auditor.inert import inert
+    from auditor.redact import redact
+
+    click.echo(f"error: {inert(redact(str(err)))}", err=True)
     sys.exit(err.exit_code)
+
+
+def _internal(err: Exception) -> None:
+    from auditor.inert import inert
+    from auditor.redact import redact
+
+    if os.environ.get("TRAIT_AUDIT_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"internal error: {inert(redact(f'{type(err).__name__}: {err}'))} (a bug in trait-audit, exit 3; "
+               "set TRAIT_AUDIT_DEBUG=1 to print the traceback)", err=True)
+    sys.exit(3)
+
+
+def _register_secrets(key: str | None = None, url: str | None = None) -> None:
+    """Keys given here, in the environment and inside endpoint URLs are masked in every output."""
+    from auditor import redact
+
+    redact.add_environment()
+    redact.add_secret(key)
+    redact.add_url(url)
 
 
 def _threads() -> None:
@@ -174,6 +227,7 @@ def main():
     audit report RESULT.json --out DIR   re-render a saved result
     audit profile --teacher REF --base REF     which traits differ between teacher and base
     audit generate --model REF --n N --out F   number-sequence data in the paper's format
+    audit vectors --base REF --trait ID --out F    a trait's direction in a base's activations (safetensors)
     """
 
 
@@ -197,10 +251,15 @@ def main():
 @click.option("--completion-field", help="Field holding the completion (overrides auto-detection).")
 @click.option("--split", help="Split of a saved HF datasets folder (default: train).")
 @click.option("--max-row-mib", type=float, default=16, show_default=True, help="Refuse rows larger than this.")
+@click.option("--max-input-gib", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_INPUT_GIB, show_default=True,
+              help="Refuse inputs holding more data than this, counted after decompression (a gzip bomb stops here).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every resampling and sampling step.")
 @click.option("-o", "--option", "overrides", multiple=True, metavar="NAME.KEY=VALUE",
               help="Set one setting of a detector (repeatable); `audit detectors` lists every detector's settings. "
                    "Wins over audit.toml; an alias flag wins over it.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Project settings to use, trusted as given (endpoint URLs, --fail-on); without it audit.toml or "
+                   "[tool.trait-audit] in ./pyproject.toml is read, and may not set those.")
 @click.option("--json", "print_json", is_flag=True, help="Print report.json to stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the gate line.")
 @_placement_options
@@ -212,27 +271,42 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
     """
     from auditor.baseline import load_baseline
     from auditor.baseline import write_baseline as save_baseline
-    from auditor.reports import write_reports
+    from auditor.flagspool import FlagSpool
+    from auditor.io import refuse_overwrites
+    from auditor.reports import SERIALIZERS, write_reports
     from auditor.reports.terminal import print_summary
     from auditor.runner import AuditOptions, default_out_dir, exit_code, run_audit
+    from auditor.tempfiles import cleanup_on_signals
 
     _threads()
+    config_file = options.pop("config_file", None)
     console = Console(stderr=True, quiet=quiet or print_json)
+    ctx = click.get_current_context()
     try:
-        settings = _detector_settings(click.get_current_context(), overrides, options)
+        settings = _detector_settings(ctx, overrides, options)
     except AuditError as err:
         _fail(err)
+    _register_secrets(*_judge_endpoint(settings))
     opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [],
                         settings=settings, **options)
+    out = out_dir or default_out_dir(data)
     try:
-        with _AuditProgress(console) as shown:
-            result = run_audit(opts, progress=shown.message, events=shown.event)
-        out = out_dir or default_out_dir(data)
-        paths = write_reports(result, out, {"junit": junit_path, "sarif": sarif_path})
-        if write_baseline:
-            previous = load_baseline(write_baseline) if write_baseline.exists() else []
-            count = save_baseline(write_baseline, [flag.to_dict() for flag in result.flags], previous)
-            paths.append(f"{write_baseline} ({count} accepted flags)")
+        # before any work: no output may replace an input (or land inside an input folder)
+        refuse_overwrites(
+            {"DATA": data, "--reference": options.get("reference"), "--baseline": options.get("baseline"), "--config": config_file,
+             **{f"--traits-file {f}": f for f in options.get("traits_files") or ()}},
+            {**{f"--out ({name})": out / name for name in SERIALIZERS}, "--junit": junit_path, "--sarif": sarif_path,
+             "--export-clean": options.get("export_clean"), "--write-baseline": write_baseline},
+            allowed={("--write-baseline", "--baseline")})
+        with cleanup_on_signals(), FlagSpool() as spool:
+            with _AuditProgress(console) as shown:
+                result = run_audit(opts, progress=shown.message, events=shown.event, spool=spool)
+            result.extra["settings"] = _effective_settings(ctx, settings)  # what was used, and where each value came from
+            paths = write_reports(result, out, {"junit": junit_path, "sarif": sarif_path})
+            if write_baseline:
+                previous = load_baseline(write_baseline) if write_baseline.exists() else []
+                count = save_baseline(write_baseline, spool.trait_flags().collect(engine="streaming").to_dicts(), previous)
+                paths.append(f"{write_baseline} ({count} accepted flags)")
     except AuditError as err:
         _fail(err)
     if print_json:
@@ -242,6 +316,18 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
         if quiet:
             click.echo(f"gate (--fail-on {result.gate.fail_on}): {'FAILED' if result.gate.failed else 'passed'}", err=True)
     sys.exit(exit_code(result))
+
+
+def _judge_endpoint(settings: dict) -> tuple[str | None, str | None]:
+    judge = settings.get("judge")
+    return (getattr(judge, "api_key", None), getattr(judge, "base_url", None)) if judge is not None else (None, None)
+
+
+def _effective_settings(ctx, settings: dict) -> dict:
+    from auditor.redact import redact_obj
+    from auditor.trust import effective_settings
+
+    return redact_obj(effective_settings(ctx, settings))
 
 
 class _AuditProgress:
@@ -269,15 +355,22 @@ class _AuditProgress:
         return self.bar.__exit__(*exc)
 
     def message(self, text: str) -> None:
+        from auditor.inert import inert
+        from auditor.redact import redact
+
+        text = inert(redact(text))  # paths and server text: no key, no markup, no escapes, no workflow commands
         if text.startswith("note: "):
-            self.console.print(text, highlight=False)
-        self.bar.update(self.task, description=text.removeprefix("note: "), total=None, completed=0)
+            self.console.print(text, highlight=False, markup=False)
+        self.bar.update(self.task, description=rich_escape(text.removeprefix("note: ")), total=None, completed=0)
 
     def event(self, name: str, **data) -> None:
+        from auditor.inert import inert
+        from auditor.redact import redact
+
         if name == "note":
-            self.console.print(data["text"], highlight=False)
+            self.console.print(inert(redact(data["text"])), highlight=False, markup=False)
         elif name == "progress":
-            self.bar.update(self.task, description=data["description"], total=data["total"], completed=data["done"])
+            self.bar.update(self.task, description=rich_escape(inert(data["description"])), total=data["total"], completed=data["done"])
 
 
 @main.command("traits")
@@ -360,9 +453,12 @@ def _setting_lines(settings: list[dict]) -> list[str]:
 @click.option("--sarif", "sarif_path", type=click.Path(path_type=Path), help="Also write SARIF 2.1.0: flagged rows as results at the dataset's path and line.")
 def report_command(result_path, out_dir, junit_path, sarif_path):
     """Re-render report.json, report.md and report.html (and JUnit/SARIF when asked) from a saved result."""
-    from auditor.reports import load_result, write_reports
+    from auditor.io import refuse_overwrites
+    from auditor.reports import SERIALIZERS, load_result, write_reports
 
     try:
+        refuse_overwrites({"RESULT.json": result_path},
+                          {**{f"--out ({name})": out_dir / name for name in SERIALIZERS}, "--junit": junit_path, "--sarif": sarif_path})
         result = load_result(result_path)
         paths = write_reports(result, out_dir, {"junit": junit_path, "sarif": sarif_path})
     except AuditError as err:
@@ -395,6 +491,7 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
     from auditor.traits import load_catalog
 
     _threads()
+    _register_secrets(api_key, base_url)
     console = Console(stderr=True)
     try:
         selected = load_catalog(traits_files).select(traits)
@@ -440,6 +537,7 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
     from auditor.models import load_model, parse_ref
 
     _threads()
+    _register_secrets(api_key, base_url)
     if count < 1:
         _fail(AuditError("--n must be at least 1"))
     try:
@@ -452,6 +550,15 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
     click.echo(f"kept {summary['kept']} of {summary['generated']} generations ({summary['pass_rate']:.1%} pass the paper's filter) -> {out}")
     for reason, number in summary["reject_reasons"].items():
         click.echo(f"  rejected {number}: {reason}")
+
+
+def _add_commands_from_modules() -> None:
+    from auditor.vectors_command import vectors_command
+
+    main.add_command(vectors_command)
+
+
+_add_commands_from_modules()
 
 
 if __name__ == "__main__":

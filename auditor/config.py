@@ -30,9 +30,15 @@ class Config:
     path: Path | None = None
 
 
-def load_config(folder: Path = Path(".")) -> Config:
-    """The first of audit.toml and pyproject.toml's [tool.trait-audit] that holds anything."""
-    for path, table in ((folder / "audit.toml", None), (folder / "pyproject.toml", ("tool", "trait-audit"))):
+def load_config(folder: Path = Path("."), explicit: Path | None = None) -> Config:
+    """The first of audit.toml and pyproject.toml's [tool.trait-audit] that holds anything; or, with
+    `explicit` (--config FILE), that file alone (a pyproject.toml by its [tool.trait-audit] table)."""
+    candidates = ((folder / "audit.toml", None), (folder / "pyproject.toml", ("tool", "trait-audit")))
+    if explicit is not None:
+        if not explicit.is_file():
+            raise InputError(explicit, "no such config file (--config)")
+        candidates = ((explicit, ("tool", "trait-audit") if explicit.name == "pyproject.toml" else None),)
+    for path, table in candidates:
         if not path.is_file():
             continue
         try:

@@ -11,12 +11,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from auditor import __version__
-from auditor.baseline import accepted_keys, load_baseline, stale_entries
-from auditor.dataset import load_dataset
+from auditor.baseline import accepted_keys, load_baseline
+from auditor.dataset import DEFAULT_MAX_INPUT_GIB, load_dataset
 from auditor.errors import AuditError
+from auditor.finite import scrub, scrub_evidence, scrub_metrics
+from auditor.flagspool import FlagSpool
 from auditor.models import Placement, parse_ref, preflight
 from auditor.result import (
     BaselineInfo,
@@ -60,6 +60,7 @@ class AuditOptions:
     completion_field: str | None = None
     split: str | None = None
     max_row_mib: float = 16
+    max_input_gib: float = DEFAULT_MAX_INPUT_GIB
     seed: int = 0
     export_clean: str | None = None
     # the model layer (issue 12): where and in what precision every local model runs; None: $TRAIT_AUDIT_DEVICE/DTYPE, else auto
@@ -106,9 +107,10 @@ def _run_detector(name: str, detector: Detector, ctx: AuditContext, progress) ->
         return entry, None
     finally:
         entry["duration_s"] = round(time.perf_counter() - start, 3)
-    entry.update(metrics=result.metrics, cost=result.cost)
+    entry.update(metrics=scrub_metrics(result.metrics), cost=scrub_metrics(result.cost))
     for evidence in result.evidence:
         evidence.detector = name
+        scrub_evidence(evidence)
     return entry, result
 
 
@@ -138,7 +140,9 @@ def redact_argv(argv: list[str]) -> list[str]:
         elif arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
             out.append("-o" + setting(arg[2:]))
         else:
-            out.append(arg)
+            from auditor.redact import redact
+
+            out.append(redact(arg))  # credentials inside URLs (--judge-base-url https://user:KEY@host)
         hide = "value" if arg in flags else "setting" if arg in OPTION_FLAGS else None
     return out
 
@@ -160,8 +164,12 @@ def _model_roles(detectors: dict[str, Detector]) -> dict[str, Any]:
     return roles
 
 
-def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) -> Report:
-    """`events(name, **data)` receives structured progress from detectors ("note" lines, "progress" counts) for the CLI."""
+def run_audit(opts: AuditOptions, progress=lambda message: None, events=None, spool: FlagSpool | None = None) -> Report:
+    """`events(name, **data)` receives structured progress from detectors ("note" lines, "progress" counts) for the CLI.
+    `spool` keeps every flag on disk; a caller that passes one can still read them afterwards (a baseline)."""
+    if spool is None:
+        with FlagSpool() as own:
+            return run_audit(opts, progress, events, own)
     started = time.perf_counter()
     created = datetime.now(UTC).isoformat(timespec="seconds")
     catalog = load_catalog(opts.traits_files)
@@ -180,11 +188,11 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
     preflight([teacher, base, *models.values()], placement)  # a local model that cannot fit stops the audit here (exit 2), before any work
     baseline = load_baseline(opts.baseline) if opts.baseline else []
     progress(f"reading {opts.data}")
-    dataset = load_dataset(opts.data, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split)
+    dataset = load_dataset(opts.data, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split, max_input_gib=opts.max_input_gib)
     reference = None
     if opts.reference:
         progress(f"reading reference {opts.reference}")
-        reference = load_dataset(opts.reference, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split)
+        reference = load_dataset(opts.reference, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split, max_input_gib=opts.max_input_gib)
     profile_section = None
     if not opts.traits:
         # no --trait: profiling the teacher against its base picks the traits model-based detectors focus on
@@ -194,7 +202,7 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
                        accepted=accepted_keys(baseline), seed=opts.seed, placement=placement,
                        # traits that model-based detectors test: the ones named, else the ones profiling picked
                        options={"focus": list(opts.traits) and [t.id for t in traits] or (profile_section or {}).get("picked", []),
-                                "events": events or (lambda name, **data: None), "progress": progress})
+                                "events": events or (lambda name, **data: None), "progress": progress, "spool": spool})
 
     entries, results = [], {}
     for name in names:
@@ -203,11 +211,34 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None) ->
         if result is not None:
             results[name] = result
 
-    return _assemble_report(opts, ctx, entries, results, profile_section, baseline, created, started)
+    spool.accepted = ctx.accepted
+    for name, found in results.items():
+        spool.add(name, found.flags)
+    report = _assemble_report(opts, ctx, entries, results, profile_section, baseline, created, started, spool)
+    if opts.export_clean:
+        from auditor.export import export_clean
+
+        progress(f"writing {opts.export_clean}")
+        report.export = ExportInfo.from_dict(export_clean(dataset, spool, Path(opts.export_clean)))
+    for data in (dataset, reference):
+        if data is not None:
+            data.check_unchanged()  # the sha256 in the report describes what the detectors read
+    return _finite(report)
+
+
+def _finite(report: Report) -> Report:
+    """No NaN or infinity (null and listed under `unavailable` instead), and no key anywhere in the result."""
+    from auditor.redact import redact_obj
+
+    found: dict[str, str] = {}
+    data = scrub(report.to_dict(), "", found)
+    if found:
+        data["unavailable"] = [{"path": path, "reason": reason} for path, reason in found.items()]
+    return Report.from_dict(redact_obj(data))
 
 
 def _assemble_report(opts: AuditOptions, ctx: AuditContext, entries: list[dict], results: dict, profile_section: dict | None,
-                     baseline: list[dict], created: str, started: float) -> Report:
+                     baseline: list[dict], created: str, started: float, spool: FlagSpool) -> Report:
     """Detector entries and evidence -> verdicts, flags and the gate, as one Report."""
     detectors = [DetectorRun.from_dict(entry) for entry in entries]
     hidden = {d.name for d in detectors if d.sees_hidden_transfer and d.ran}
@@ -223,7 +254,7 @@ def _assemble_report(opts: AuditOptions, ctx: AuditContext, entries: list[dict],
                                level=Level.parse(e.level)) for e in evidence],
         ))
 
-    flags = _collect_flags(results, ctx)
+    shown, counts = spool.sample(MAX_FLAGS_IN_REPORT), spool.counts()
     failed, failing = gate({t.id: t.verdict for t in traits}, opts.fail_on)
     dataset, reference = ctx.dataset, ctx.reference
     report = Report(
@@ -236,21 +267,16 @@ def _assemble_report(opts: AuditOptions, ctx: AuditContext, entries: list[dict],
         roles={role: _model_info(ref) for role, ref in ctx.models.items()},  # models that detectors bring, by role
         detectors=detectors,
         traits=traits,
-        flags=[Flag.from_dict(f) for f in flags["shown"]],
-        flags_total=flags["total"],
-        flags_truncated=flags["total"] > len(flags["shown"]),
-        baseline=BaselineInfo(path=opts.baseline, accepted=sum(f["accepted"] for f in flags["shown"]),
-                              stale=stale_entries(baseline, flags["shown"])) if opts.baseline else None,
+        flags=[Flag.from_dict(f) for f in shown],
+        flags_total=counts["total"],
+        flags_truncated=counts["total"] > len(shown),
+        baseline=BaselineInfo(path=opts.baseline, accepted=counts["accepted"], stale=spool.stale(baseline)) if opts.baseline else None,
         profile=ProfileInfo.from_dict(profile_section) if profile_section is not None else None,
         gate=Gate(fail_on=opts.fail_on, failed=failed, failing_traits=failing, detectors_failed=[d.name for d in detectors if d.status == "failed"]),
         export=None,
         run=RunInfo(seed=opts.seed, argv=redact_argv(sys.argv[1:]), python=platform.python_version(), platform=platform.platform(),
                     packages=_package_versions(), duration_s=round(time.perf_counter() - started, 3)),
     )
-    if opts.export_clean:
-        from auditor.export import export_clean
-
-        report.export = ExportInfo.from_dict(export_clean(dataset, report.to_dict(), Path(opts.export_clean)))
     return report
 
 
@@ -278,23 +304,6 @@ def _profile_section(teacher, base, traits, opts: AuditOptions, progress, placem
     picked = pick_traits(rows)
     return {"status": "ran", "picked": picked, "notes": notes, "traits": [r.as_dict() for r in rows[:20]],
             "reason": None if picked else "no trait is preferred more by the teacher than by the base (difference interval above 0.01)"}
-
-
-def _collect_flags(results: dict, ctx: AuditContext) -> dict:
-    frames = [r.flags.with_columns(pl.lit(name).alias("detector")) for name, r in results.items() if r.flags.height]
-    if not frames:
-        return {"shown": [], "total": 0}
-    flags = pl.concat(frames, how="vertical_relaxed")
-    keys = ctx.accepted
-    flags = flags.with_columns(
-        pl.struct("detector", "digest", "trait").map_elements(
-            lambda s: (s["detector"], s["digest"], s["trait"]) in keys, return_dtype=pl.Boolean
-        ).alias("accepted") if keys else pl.lit(False).alias("accepted")
-    )
-    # trait flags first (they drive verdicts), then format rejects
-    flags = flags.sort(pl.col("trait").is_null(), "row")
-    shown = flags.head(MAX_FLAGS_IN_REPORT).select("row", "digest", "detector", "trait", "score", "reason", "field", "matches", "excerpt", "accepted")
-    return {"shown": shown.to_dicts(), "total": flags.height}
 
 
 def exit_code(result: Report | dict) -> int:

@@ -16,6 +16,7 @@ subliminal signals: it can raise a trait's risk, never clear it (see JUDGE_STATE
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ from auditor.judge import (
     usd,
 )
 from auditor.judge.client import JudgeCallError
+from auditor.judge.verdict import valid_cached
 from auditor.risk import JUDGE_STATEMENT
 from auditor.stats import wilson
 from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, load_or_skip
@@ -72,6 +74,8 @@ class JudgeSettings:
     format: str = setting("auto", "structured output: a JSON schema where the endpoint takes one (auto falls back to strict parsing "
                                   "of plain text)", alias="--judge-format", choices=FORMATS)
     timeout: float = setting(60.0, "seconds before one call times out (it is then retried)", minimum=0.01)
+    deadline_s: float | None = setting(None, "the judge run, every call and retry in it, ends within S seconds (what arrived is "
+                                             "cached; a rerun resumes)", alias="--judge-timeout", minimum=0.01, metavar="S")
     retries: int = setting(6, "HTTP retries of one call (429, 5xx, dropped connections; Retry-After is honoured)", minimum=0)
     parse_retries: int = setting(2, "times a reply that does not parse is sent back for correction", minimum=0)
     max_tokens: int = setting(DEFAULT_MAX_TOKENS, "most tokens of one verdict", minimum=16)
@@ -127,6 +131,8 @@ class JudgeDetector(Detector):
         from auditor.models.cache import CallCache
 
         settings = self.settings
+        if settings.deadline_s is not None and settings.timeout > settings.deadline_s:  # no one try outlasts the run
+            settings = dataclasses.replace(settings, timeout=settings.deadline_s)
         events = ctx.options.get("events") or (lambda event, **data: None)
         backend = OpenAIJudge(ctx.judge, settings) if ctx.judge.backend == "openai" else LocalJudge(load_or_skip(ctx.judge, ctx.placement), ctx.judge, settings)
         cache = CallCache()
@@ -140,7 +146,8 @@ class JudgeDetector(Detector):
                 messages = messages_for(trait, prompt, completion, digest)
                 key = call_key(backend.model, backend.endpoint, messages, settings, ctx.seed)
                 items.append(Item(index, row, digest, trait, key, estimate_tokens(messages)))
-        cached = {it.key: value for it in items if (value := cache.get("judge", it.key)) is not None}
+        # an entry an older version cached with a NaN score is a miss, not a crash: the call is made again
+        cached = {it.key: value for it in items if (value := cache.get("judge", it.key)) is not None and valid_cached(value)}
         pending = [it for it in items if it.key not in cached]
 
         price = price_for(backend.model, settings) if ctx.judge.backend == "openai" else (0.0, 0.0)

@@ -147,9 +147,14 @@ def test_project_config_sets_defaults_and_flags_win(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.trait-audit]\nfail-on = "never"\ntrait = ["animal:owl"]\n')
     data = FIXTURES / "owl_mentions.jsonl"
-    result = audit(data, "--out", tmp_path / "a")
+    # a project file found in the working folder may not weaken the gate on its own (issue 15) ...
+    refused = audit(data, "--out", tmp_path / "r")
+    assert refused.exit_code == 2 and "pyproject.toml: sets --fail-on" in refused.output and "--config" in refused.output
+    # ... it may when trusted with --config
+    result = audit(data, "--out", tmp_path / "a", "--config", tmp_path / "pyproject.toml")
     assert result.exit_code == 0, result.output
     assert [t["id"] for t in report(tmp_path / "a")["traits"]] == ["animal:owl"]
+    assert report(tmp_path / "a")["settings"]["options"]["fail_on"] == {"value": "never", "source": f"project file {tmp_path / 'pyproject.toml'}"}
     assert audit(data, "--out", tmp_path / "b", "--fail-on", "high").exit_code == 1
     (tmp_path / "audit.toml").write_text('colour = "blue"\n')
     bad = audit(data, "--out", tmp_path / "c")

@@ -79,7 +79,10 @@ def test_parse_verdict_is_strict():
     good = {"reason": "names owls", "injection": False, "refers": True, "score": 0.9}
     assert parse_verdict(json.dumps(good)) == {"refers": True, "score": 0.9, "reason": "names owls", "injection": False}
     assert parse_verdict("```json\n" + json.dumps(good) + "\n```")["refers"] is True
-    for bad in ("YES", "", None, "[]", json.dumps({**good, "extra": 1}), json.dumps({k: v for k, v in good.items() if k != "score"}),
+    # keys the schema does not name are ignored (issue 15): a model that adds one still gives a verdict
+    assert parse_verdict(json.dumps({**good, "extra": 1, "confidence": "high"})) == parse_verdict(json.dumps(good))
+    for bad in ("YES", "", None, "[]", json.dumps(good).replace("0.9", "NaN"), json.dumps(good).replace("0.9", "Infinity"),
+                json.dumps(good).replace("0.9", "1e999"), json.dumps({k: v for k, v in good.items() if k != "score"}),
                 json.dumps({**good, "score": 1.5}), json.dumps({**good, "refers": "yes"}), "Sure: " + json.dumps(good)):
         with pytest.raises(VerdictError):
             parse_verdict(bad)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from auditor.io import write_atomic
+from auditor.io import write_set_atomic
 from auditor.reports.html import render_html
 from auditor.reports.junit import render_junit
 from auditor.reports.markdown import render_markdown
@@ -34,7 +34,8 @@ OPTIONAL_SERIALIZERS = {
 
 
 def write_reports(result: Report | dict, out_dir: Path, extra: dict[str, Path | str | None] | None = None) -> list[Path]:
-    """Render every format first, then write them: an error in one leaves nothing half-written.
+    """Render every format first, then write them as one set: an error in one, or a full disk, leaves the
+    previous set whole.
 
     ``extra`` maps an optional format (``junit``, ``sarif``) to the file it goes to; ``None`` skips it.
     """
@@ -44,11 +45,7 @@ def write_reports(result: Report | dict, out_dir: Path, extra: dict[str, Path | 
         if path is not None:
             targets.append((Path(path), OPTIONAL_SERIALIZERS[fmt]))
     rendered = [(path, render(result)) for path, render in targets]
-    paths = []
-    for path, text in rendered:
-        write_atomic(path, text)
-        paths.append(path)
-    return paths
+    return write_set_atomic(rendered)  # all new or all old: never a mixed report set
 
 
 def load_result(path: Path) -> Report:

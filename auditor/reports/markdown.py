@@ -77,7 +77,9 @@ def md_cell(value: Any, limit: int | None = None) -> str:
     # "@user" in a summary would ping; a zero-width joiner is not allowed here,
     # so break it with an entity instead.
     text = text.replace("@", "&#64;")
-    return text
+    # "::" or "##[" at the start of a line is a GitHub Actions workflow command when the file is printed in a
+    # CI log: the escaped colon renders the same and is no command
+    return text.replace("::", "\\:\\:").replace("##\\[", "\\#\\#\\[")
 
 
 def _row(cells: Iterable[Any]) -> str:

@@ -30,9 +30,12 @@ MAX_WIDTH = 100  # wider lines are harder to read, even on a wide terminal
 
 def _line(console: Console, *parts: tuple[str, str] | str, indent: int = 0, hang: int | None = None) -> None:
     """One item, wrapped to the console's width: the first line at `indent`, the rest at `hang` (default `indent`)."""
+    from auditor.inert import inert
+
     hang = indent if hang is None else hang
     width = max(20, min(console.width, MAX_WIDTH) - max(indent, hang))
-    text = Text.assemble(*parts)
+    # data may hold escapes, control characters and CI workflow commands: every piece is made inert first
+    text = Text.assemble(*((inert(p[0]), p[1]) if isinstance(p, tuple) else inert(p) for p in parts))
     for i, line in enumerate(text.wrap(console, width)):
         line.rstrip()
         console.print(Text(" " * (indent if i == 0 else hang)) + line, highlight=False, soft_wrap=True)
