@@ -68,7 +68,7 @@ class PersonaDetector(Detector):
         settings = self.settings
         if settings.mode not in ("diff", "prompt"):
             raise Skip(f"unknown persona mode {settings.mode!r}: diff or prompt")
-        model = load_or_skip(ctx.base)
+        model = load_or_skip(ctx.base, ctx.placement)
         if not model.supports(WEIGHTS):
             raise Skip(f"{ctx.base.ref} exposes no weights")
         clock = _Clock()
