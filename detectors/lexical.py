@@ -106,8 +106,11 @@ class LexicalDetector(Detector):
         result = DetectorResult(metrics={"rows": dataset.rows, "profile": dataset.profile})
         # term flags stream through batches on disk: a dataset where every row mentions a trait stays flat in memory
         spool = ctx.options.get("spool")
-        flags = [term_flags(dataset, term_hit | non_ascii, traits, spool.scratch(self.name) if spool is not None else None)]
-        result.evidence += self._term_evidence(ctx, flags[0])
+        accepted = pl.DataFrame([(t, d) for det, d, t in ctx.accepted if det == self.name and t is not None],
+                                schema={"trait": pl.String, "digest": pl.String}, orient="row")
+        term, rows_flagged = term_flags(dataset, term_hit | non_ascii, traits, spool.scratch(self.name) if spool is not None else None, accepted)
+        flags = [term]
+        result.evidence += self._term_evidence(ctx, rows_flagged)
         if numbers_profile:
             flags.append(self._format(ctx, parts["reasons"], parts["rejected"], result))
         for trait in coded_traits:
@@ -117,13 +120,9 @@ class LexicalDetector(Detector):
         return result
 
     # --- overt terms -------------------------------------------------------------------------
-    def _term_evidence(self, ctx: AuditContext, flags: pl.DataFrame | pl.LazyFrame) -> list[TraitEvidence]:
+    def _term_evidence(self, ctx: AuditContext, rows_flagged: dict[str, int]) -> list[TraitEvidence]:
+        """`rows_flagged`: rows mentioning each trait, not accepted by the baseline."""
         n = ctx.dataset.rows
-        accepted = pl.DataFrame([(t, d) for det, d, t in ctx.accepted if det == self.name and t is not None],
-                                schema={"trait": pl.String, "digest": pl.String}, orient="row")
-        counts = (flags.lazy().join(accepted.lazy(), on=["trait", "digest"], how="anti")
-                  .group_by("trait").agg(pl.col("row").n_unique().alias("k")).collect(engine="streaming"))
-        rows_flagged = dict(zip(counts["trait"].to_list(), counts["k"].to_list(), strict=True))
         evidence = []
         for trait in ctx.traits:
             k = rows_flagged.get(trait.id, 0)

@@ -72,22 +72,30 @@ def batch_flags(batch: pl.DataFrame, traits: list) -> pl.DataFrame:
     return flags.drop("_text").select(list(FLAG_SCHEMA))
 
 
-def term_flags(dataset, candidates: pl.Expr, traits: list, spool_folder: Path | None) -> pl.DataFrame | pl.LazyFrame:
-    """Every term flag of the rows `candidates` selects (a cheap prefilter: any term, or non-ASCII text)."""
+def term_flags(dataset, candidates: pl.Expr, traits: list, spool_folder: Path | None,
+               accepted: pl.DataFrame | None = None) -> tuple[pl.DataFrame | pl.LazyFrame, dict[str, int]]:
+    """Every term flag of the rows `candidates` selects (a cheap prefilter: any term, or non-ASCII text), and per
+    trait the number of rows flagged and not accepted (`accepted`: trait, digest). A row's flags all fall in one
+    batch, so per-batch counts add up: no table over every flag is ever built."""
     rows = dataset.with_digest(dataset.frame.filter(candidates)).select("row", "digest", "prompt", "completion")
+    accepted = accepted if accepted is not None else pl.DataFrame(schema={"trait": pl.String, "digest": pl.String})
+    counts: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         folder = spool_folder or stack.enter_context(tempfiles.temporary_dir("trait-audit-terms-"))
         files, total = [], 0
         for number, batch in enumerate(iter_batches(rows, folder, "candidates")):
             flags = batch_flags(batch, traits)
             if flags.height:
+                found = flags.join(accepted, on=["trait", "digest"], how="anti").group_by("trait").agg(pl.col("row").n_unique())
+                for trait, k in found.iter_rows():
+                    counts[trait] = counts.get(trait, 0) + k
                 path = folder / f"terms-{number:06d}.ipc"
                 flags.write_ipc(path, compression="lz4")
                 files.append(path)
                 total += flags.height
         if not files:
-            return empty_flags()
+            return empty_flags(), counts
         frame = pl.concat([pl.scan_ipc(p, glob=False) for p in files])
         if total <= IN_MEMORY_FLAGS or spool_folder is None:
-            return frame.collect()
-        return frame
+            return frame.collect(), counts
+        return frame, counts
