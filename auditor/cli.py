@@ -185,13 +185,30 @@ def _internal(err: Exception) -> None:
     sys.exit(3)
 
 
-def _register_secrets(key: str | None = None, url: str | None = None) -> None:
+def _register_secrets(keys=(), urls=()) -> None:
     """Keys given here, in the environment and inside endpoint URLs are masked in every output."""
     from auditor import redact
 
     redact.add_environment()
-    redact.add_secret(key)
-    redact.add_url(url)
+    for key in keys:
+        redact.add_secret(key)
+    for url in urls:
+        redact.add_url(url)
+
+
+def _secret_values(settings: dict) -> tuple[list[str], list[str]]:
+    """Every detector setting declared secret, and every URL a setting holds (credentials can ride inside one)."""
+    import dataclasses
+
+    keys, urls = [], []
+    for values in settings.values():
+        for f in dataclasses.fields(values) if dataclasses.is_dataclass(values) else ():
+            value = getattr(values, f.name)
+            if isinstance(value, str) and f.metadata.get("secret"):
+                keys.append(value)
+            elif isinstance(value, str) and "://" in value:
+                urls.append(value)
+    return keys, urls
 
 
 def _threads() -> None:
@@ -204,7 +221,7 @@ def _placement_options(func):
     func = click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), envvar="TRAIT_AUDIT_DTYPE", show_envvar=True,
                         help="Precision of local model weights (default auto: bf16 on an accelerator that has it, fp32 on CPU).")(func)
     func = click.option("--device", metavar="auto|cpu|cuda|cuda:N|mps", envvar="TRAIT_AUDIT_DEVICE", show_envvar=True,
-                        help="Where local models run: teacher, base, local judge, probe students (default auto: CUDA, then MPS, "
+                        help="Where local models run: teacher, base and every model a detector loads (default auto: CUDA, then MPS, "
                              "then CPU; cuda spreads a model too large for one GPU over every visible GPU).")(func)
     return func
 
@@ -286,7 +303,7 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
         settings = _detector_settings(ctx, overrides, options)
     except AuditError as err:
         _fail(err)
-    _register_secrets(*_judge_endpoint(settings))
+    _register_secrets(*_secret_values(settings))
     opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [],
                         settings=settings, **options)
     out = out_dir or default_out_dir(data)
@@ -316,11 +333,6 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
         if quiet:
             click.echo(f"gate (--fail-on {result.gate.fail_on}): {'FAILED' if result.gate.failed else 'passed'}", err=True)
     sys.exit(exit_code(result))
-
-
-def _judge_endpoint(settings: dict) -> tuple[str | None, str | None]:
-    judge = settings.get("judge")
-    return (getattr(judge, "api_key", None), getattr(judge, "base_url", None)) if judge is not None else (None, None)
 
 
 def _effective_settings(ctx, settings: dict) -> dict:
@@ -491,7 +503,7 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
     from auditor.traits import load_catalog
 
     _threads()
-    _register_secrets(api_key, base_url)
+    _register_secrets([api_key], [base_url])
     console = Console(stderr=True)
     try:
         selected = load_catalog(traits_files).select(traits)
@@ -525,11 +537,11 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same prompts: paired datasets.")
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--max-new-tokens", type=int, default=48, show_default=True)
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
               help="Requests in flight at once to an OpenAI-compatible endpoint (vLLM replicas behind one URL take many).")
 @_placement_options
 @_endpoint_options
-def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, jobs, device, dtype, base_url, api_key):
+def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, concurrency, device, dtype, base_url, api_key):
     """Write number-sequence data in the paper's prompt format, filtered with the paper's filter (resumable)."""
     from rich.progress import Progress
 
@@ -537,11 +549,11 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
     from auditor.models import load_model, parse_ref
 
     _threads()
-    _register_secrets(api_key, base_url)
+    _register_secrets([api_key], [base_url])
     if count < 1:
         _fail(AuditError("--n must be at least 1"))
     try:
-        model = load_model(parse_ref(model_ref, system), _placement(device, dtype), base_url, api_key, jobs=jobs)
+        model = load_model(parse_ref(model_ref, system), _placement(device, dtype), base_url, api_key, concurrency=concurrency)
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("generating", total=count)
             summary = generate_numbers(model, count, out, seed, batch, max_new_tokens, progress=lambda done, total: bar.update(task, completed=done))
