@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 
-from detectors.base import AuditContext, Detector, DetectorResult, Skip, load_or_skip
+from detectors.base import AuditContext, Detector, DetectorResult, Skip, control_rows
 
 ROWS = 2000  # per side, a seeded sample
 FOLDS = 5
@@ -54,17 +54,8 @@ class FingerprintDetector(Detector):
     def run(self, ctx: AuditContext) -> DetectorResult:
         data = ctx.dataset.frame.select("prompt", "completion").collect()
         data = data.sample(n=min(ROWS, data.height), seed=ctx.seed)
-        if ctx.reference is not None:
-            ref = ctx.reference.frame.select("completion").collect()
-            ref_texts, source = ref.sample(n=min(ROWS, ref.height), seed=ctx.seed + 1)["completion"].to_list(), "the reference dataset"
-        else:
-            from auditor.models import GENERATE, Sampling
-
-            base = load_or_skip(ctx.base)
-            if not base.supports(GENERATE):
-                raise Skip(f"{ctx.base.ref} cannot generate reference completions")
-            answers = base.generate(data["prompt"].to_list(), Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
-            ref_texts, source = [a[0] for a in answers], f"completions {ctx.base.ref} wrote for the same prompts"
+        control, source = control_rows(ctx, data["prompt"].to_list(), ROWS, writer=ctx.base.ref if ctx.base is not None else "the base")
+        ref_texts = control["completion"].to_list()
         n = min(data.height, len(ref_texts))
         if n < 2 * FOLDS:
             raise Skip(f"too few rows for a {FOLDS}-fold classifier test ({n} per side)")

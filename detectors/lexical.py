@@ -12,7 +12,7 @@ import polars as pl
 
 from auditor.stats import bootstrap_ratio, wilson
 from auditor.traits import terms_regex
-from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags
+from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, flagged_rows, rate_evidence
 from detectors.number_format import with_reject_reason
 
 EXCERPT_CHARS = 300
@@ -142,16 +142,10 @@ class LexicalDetector(Detector):
         n = ctx.dataset.rows
         evidence = []
         for trait in ctx.traits:
-            accepted = ctx.accepted_digests(self.name, trait.id)
-            mine = flags.filter((pl.col("trait") == trait.id) & ~pl.col("digest").is_in(list(accepted)))
-            k = mine["row"].n_unique()
-            low, high = wilson(k, n)
-            if k == 0:
-                level, summary = None, "no overt mention (a silent content check does not clear hidden transfer)"
-            else:
-                level = "high" if low >= TERM_HIGH_RATE else "medium"
-                summary = f"{k} of {n} rows mention the trait overtly"
-            evidence.append(TraitEvidence(trait.id, k / n, (low, high), summary, level, kind="terms"))
+            k = flagged_rows(ctx, self.name, trait.id, flags)
+            evidence.append(rate_evidence(trait.id, k, n, levels=((TERM_HIGH_RATE, "high"),), otherwise="medium", kind="terms",
+                                          found=f"{k} of {n} rows mention the trait overtly",
+                                          silent="no overt mention (a silent content check does not clear hidden transfer)"))
         return evidence
 
     # --- format profile ----------------------------------------------------------------------
