@@ -115,7 +115,12 @@ class GradientDetector(Detector):
             ids[i, : len(p) + len(c)] = torch.tensor(p + c)
             mask[i, : len(p) + len(c)] = 1
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        return [logp[i, torch.arange(len(p) - 1, len(p) + len(c) - 1), torch.tensor(c)] for i, (p, c) in enumerate(pairs)]
+        # one indexing op for every pair: its backward is one scatter, where an op per pair would make a full-size
+        # gradient tensor per pair (quadratic in the batch: it dominated the trait objective's time)
+        at_row = torch.cat([torch.full((len(c),), i, dtype=torch.long) for i, (_, c) in enumerate(pairs)])
+        at_position = torch.cat([torch.arange(len(p) - 1, len(p) + len(c) - 1) for p, c in pairs])
+        tokens = torch.tensor([t for _, c in pairs for t in c], dtype=torch.long)
+        return list(torch.split(logp[at_row, at_position, tokens], [len(c) for _, c in pairs]))
 
     def _logprob_sum(self, prompts: list[str], completions: list[str], system: str = ""):
         """Sum over rows of mean token log p(completion | prompt), with gradients."""
