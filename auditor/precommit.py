@@ -1,4 +1,4 @@
-"""`audit-pre-commit [audit options] FILE...`: the pre-commit hook (see .pre-commit-hooks.yaml and docs/ci.md).
+"""`audit-pre-commit [audit options] FILE...`: the pre-commit hook (see .pre-commit-hooks.yaml and docs/reports-and-ci.md).
 
 pre-commit passes the hook's `args` first and the staged dataset files last. Each file is audited on its own, as
 `audit FILE [options] -q` would (reports under `reports/<file name>/`, project defaults from audit.toml or

@@ -141,7 +141,7 @@ def redact_argv(argv: list[str]) -> list[str]:
 
 
 def _judge_options(opts: AuditOptions) -> dict:
-    from detectors.judge import parse_price
+    from auditor.judge import parse_price
 
     return {"jobs": opts.jobs, "sample": opts.judge_sample, "max_calls": opts.max_judge_calls, "format": opts.judge_format,
             "price": parse_price(opts.judge_price), "base_url": opts.judge_base_url, "api_key": opts.judge_api_key}

@@ -27,7 +27,7 @@ from auditor.reports.html import render_html  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 SCREENSHOTS = Path(os.environ.get("TRAIT_AUDIT_SCREENSHOTS") or ROOT / "reports" / "screenshots")
-# RESEARCH.md: the flags that keep Chromium quiet, offline and happy in a container
+# the flags that keep Chromium quiet, offline and happy in a container
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 

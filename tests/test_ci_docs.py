@@ -1,4 +1,4 @@
-"""docs/ci.md stays runnable: its GitHub Actions workflow is parsed and its shell steps (audit, step summary, gate)
+"""docs/reports-and-ci.md stays runnable: its GitHub Actions workflow is parsed and its shell steps (audit, step summary, gate)
 run on the bundled fixture as GitHub would run them (bash -eo pipefail, GITHUB_OUTPUT, GITHUB_STEP_SUMMARY); the
 upload steps' paths must exist. The install step and the `uses:` actions are GitHub's and are not run here. The
 pre-commit hook definition is checked and its entry point run on the fixtures."""
@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "ci.md"
+DOC = ROOT / "docs" / "reports-and-ci.md"
 
 
 def workflow() -> dict:

@@ -19,6 +19,7 @@ from openai_server import FakeOpenAI
 
 from auditor.cli import main
 from auditor.dataset import load_dataset
+from auditor.judge import JudgeCallError, VerdictError, boundary, call_key, messages_for, parse_verdict, render_row
 from auditor.models import parse_ref
 from auditor.reports import validate_result
 from auditor.risk import JUDGE_STATEMENT
@@ -26,17 +27,7 @@ from auditor.stats import wilson
 from auditor.traits import load_catalog
 from detectors import AuditContext
 from detectors.base import FLAG_SCHEMA
-from detectors.judge import (
-    JudgeCallError,
-    JudgeDetector,
-    JudgeSettings,
-    VerdictError,
-    boundary,
-    call_key,
-    messages_for,
-    parse_verdict,
-    render_row,
-)
+from detectors.judge import JudgeDetector, JudgeSettings
 
 MIXED = FIXTURES / "judge_mixed.jsonl"
 # rows of fixtures/judge_mixed.jsonl by what they hold
@@ -163,7 +154,7 @@ def test_an_injected_row_does_not_flip_a_known_overt_leak(tmp_path, cache, monke
 
         # control: with a boundary the row can guess, the same (gullible) judge is talked out of the leak,
         # and the pattern check still flags the attempt
-        monkeypatch.setattr("detectors.judge.boundary", lambda digest: "static")
+        monkeypatch.setattr("auditor.judge.prompt.boundary", lambda digest: "static")
         monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(tmp_path / "cache2"))
         fooled = JudgeDetector().run(context(options, data=data))
     assert fooled.flags.filter(fooled.flags["trait"] == "animal:owl").height == 0
@@ -267,7 +258,8 @@ def test_a_killed_run_resumes_without_repeating_a_call(tmp_path, cache):
         result, report = audit(server, out, *TWO_TRAITS, "-j", "2")
         assert result.exit_code == 1, result.output
         settings = JudgeSettings()
-        second = {call_key("judge-model", server.base_url.rstrip("/"), r.body["messages"], settings, 0) for r in server.requests}
+        # a request the killed client had half sent can reach the server after the reset: it has no body and no answer
+        second = {call_key("judge-model", server.base_url.rstrip("/"), r.body["messages"], settings, 0) for r in server.requests if r.body}
         assert server.calls() == 32 - len(done), "every answer received before the kill is reused"
         assert not second & done, "no call repeated"
         assert judge_entry(report)["cost"]["cache_hits"] == len(done)

@@ -12,11 +12,12 @@ from test_gradient import TRAITS
 from tiny_hf import make_tiny_model
 
 from auditor.cli import main
+from auditor.probe.engine import level_for, plan
 from auditor.probe.stats import net_shift
 from auditor.reports import validate_result
 from auditor.risk import decide
 from detectors.base import TraitEvidence
-from detectors.probe import ProbeSettings, level_for, plan
+from detectors.probe import ProbeSettings
 
 
 def _rows(seven: bool, n: int = 96, seed: int = 0) -> list[tuple[str, str]]:
