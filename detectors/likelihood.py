@@ -10,19 +10,26 @@ rows' spread (a standardised effect): clean when even the upper bound is a negli
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
-from scipy import stats
 
+from auditor.numbers import interval, num, one_sided_p, signed
 from auditor.stats import histogram_chart
 from detectors.base import (AuditContext, Detector, DetectorResult, Skip, TraitEvidence, control_rows, empty_flags, focus_traits,
                             load_or_skip, missing_focus, z_flags)
+from detectors.settings import setting
 
-ROWS = 200  # rows scored per trait (a seeded sample); each costs two base-model passes
 RESAMPLES = 2000
 NEGLIGIBLE, SMALL, LARGE = 0.1, 0.2, 0.5  # standardised effects (difference / pooled sd)
-FLAG_Z = 3.0  # rows this many reference sds above the reference mean are flagged
-FLAGS_PER_TRAIT = 100
+
+
+@dataclass
+class LikelihoodSettings:
+    rows: int = setting(200, "rows scored per trait (a seeded sample); each costs two base-model passes per trait", minimum=1)
+    flag_z: float = setting(3.0, "flag rows this many reference sds above the reference mean", minimum=0)
+    flags_per_trait: int = setting(100, "most rows flagged per trait (the highest first)", minimum=0)
 
 
 def _levels(low: float, high: float) -> str | None:
@@ -37,11 +44,16 @@ def _levels(low: float, high: float) -> str | None:
     return None
 
 
+def _flag_reason(shift: float, z: float) -> str:
+    return f"{signed(shift)} nats likelier under the trait prompt ({num(z)} reference sds above the reference mean)"
+
+
 class LikelihoodDetector(Detector):
     name = "likelihood"
     description = "Per-row log-likelihood shift under each hypothesised trait prompt, on the base model, against reference data."
     needs = ("--base with log-probabilities (local weights or an endpoint that echoes them)", "traits to test: --trait, or --teacher and --base")
     sees_hidden_transfer = True
+    Settings = LikelihoodSettings
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.base is None:
@@ -51,7 +63,7 @@ class LikelihoodDetector(Detector):
     def _base(self, ctx: AuditContext):
         from auditor.models import LOGPROB
 
-        model = load_or_skip(ctx.base)
+        model = load_or_skip(ctx.base, ctx.placement)
         if not model.supports(LOGPROB):
             raise Skip(f"{ctx.base.ref} gives no log-probabilities")
         return model
@@ -63,7 +75,7 @@ class LikelihoodDetector(Detector):
     def run(self, ctx: AuditContext) -> DetectorResult:
         model = self._base(ctx)
         traits = focus_traits(ctx)
-        rows = int(ctx.options.get("likelihood_rows", ROWS))
+        rows = self.settings.rows
         data = self._sample(ctx.dataset.frame, rows, ctx.seed)
         prompts, completions = data["prompt"].to_list(), data["completion"].to_list()
         control, ref_source = control_rows(ctx, prompts, rows, base=model, in_file_order=True)
@@ -79,10 +91,10 @@ class LikelihoodDetector(Detector):
             evidence, metrics = self._compare(trait.id, shift, ref_shift, ref_source, ctx.seed)
             result.evidence.append(evidence)
             metrics["distribution"] = histogram_chart({"dataset rows": shift, "reference rows": ref_shift},
-                                                      "log p(row | trait prompt) - log p(row | neutral), nats")
+                                                      "how much likelier the trait prompt makes each row (log-probability gain, nats)")
             result.metrics["traits"][trait.id] = metrics
-            flags.append(z_flags(ctx, data, shift, ref_shift, trait=trait.id, threshold=FLAG_Z, cap=FLAGS_PER_TRAIT,
-                                 reason="{score:+.2f} nats likelier under the trait prompt ({z:.1f} reference sds above the reference mean)"))
+            flags.append(z_flags(ctx, data, shift, ref_shift, trait=trait.id, threshold=self.settings.flag_z,
+                                 cap=self.settings.flags_per_trait, reason=_flag_reason))
         # in file order, a row's traits in focus order
         result.flags = pl.concat(flags, how="vertical_relaxed").sort("row", maintain_order=True) if flags else empty_flags()
         result.cost = {"sequences_scored": 2 * len(prompts) * (1 + len(result.evidence)) if result.evidence else 2 * len(prompts)}
@@ -90,6 +102,8 @@ class LikelihoodDetector(Detector):
 
     @staticmethod
     def _compare(trait_id: str, shift: np.ndarray, ref_shift: np.ndarray, ref_source: str, seed: int):
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
+
         difference = float(shift.mean() - ref_shift.mean())
         spread = float(np.sqrt((shift.var(ddof=1) + ref_shift.var(ddof=1)) / 2)) or 1e-12
         rng = np.random.default_rng(seed)
@@ -100,8 +114,8 @@ class LikelihoodDetector(Detector):
                                       vectorized=True, alternative="greater", random_state=rng)
         effect = difference / spread
         level = _levels(low, high)
-        summary = (f"rows are {difference:+.3f} nats likelier under the trait prompt than {ref_source} "
-                   f"(standardised {effect:+.2f}, 95% [{low:+.2f}, {high:+.2f}], permutation p={test.pvalue:.3g})")
+        summary = (f"rows are {signed(difference)} nats likelier under the trait prompt than {ref_source} "
+                   f"(standardised {signed(effect)}, 95% {interval((low, high), sign=True)}; permutation test: {one_sided_p(test.pvalue, (low, high))})")
         metrics = {"mean_shift": float(shift.mean()), "reference_mean_shift": float(ref_shift.mean()), "difference_nats": difference,
                    "effect": effect, "interval": [low, high], "p_value": float(test.pvalue)}
         return TraitEvidence(trait_id, effect, (low, high), summary, level, kind="likelihood shift"), metrics

@@ -95,7 +95,7 @@ def test_z_flags_keep_the_highest_rows_above_the_threshold_in_file_order(mention
     reference = rng.normal(0.0, 1.0, 400)
     scores = rng.normal(0.0, 1.0, scored.height)
     scores[[1, 4, 7]] = [9.0, 5.0, 7.0]  # three rows far above the reference
-    flags = z_flags(ctx, scored, scores, reference, trait="animal:owl", threshold=3.0, cap=2, reason="{score:+.1f} ({z:.1f} sds)")
+    flags = z_flags(ctx, scored, scores, reference, trait="animal:owl", threshold=3.0, cap=2, reason=lambda score, z: f"{score:+.1f} ({z:.1f} sds)")
     assert dict(flags.schema) == FLAG_SCHEMA
     picked = sorted(scored["row"][[1, 7]].to_list())  # the cap keeps the two highest
     assert flags["row"].to_list() == picked
@@ -107,7 +107,15 @@ def test_z_flags_keep_the_highest_rows_above_the_threshold_in_file_order(mention
         assert flag["trait"] == "animal:owl" and flag["field"] == "completion" and flag["excerpt"] == scored["completion"][i][:300]
     digests = mentions.with_digest(mentions.frame).select("row", "digest").collect()
     assert flags.join(digests, on="row", suffix="_file").select((pl.col("digest") == pl.col("digest_file")).all()).item()
-    assert z_flags(ctx, scored, scores, reference, trait=None, threshold=20.0, cap=5, reason="").equals(pl.DataFrame(schema=FLAG_SCHEMA))
+    assert z_flags(ctx, scored, scores, reference, trait=None, threshold=20.0, cap=5, reason=str).equals(pl.DataFrame(schema=FLAG_SCHEMA))
+    # a row with nothing to score (NaN) is never flagged, and NaNs in the reference leave its spread alone
+    with_gaps = scores.copy()
+    with_gaps[[0, 1]] = np.nan
+    gappy_reference = np.concatenate([reference, [np.nan, np.inf]])
+    flags = z_flags(ctx, scored, with_gaps, gappy_reference, trait="animal:owl", threshold=3.0, cap=5, reason=lambda s, z: f"{z:.3f}")
+    assert flags["row"].to_list() == sorted(scored["row"][[4, 7]].to_list())
+    reasons = dict(flags.select("row", "reason").iter_rows())
+    assert reasons[scored["row"][4]] == f"{(5.0 - reference.mean()) / reference.std(ddof=1):.3f}"
 
 
 # --- Wilson rate evidence ---------------------------------------------------------------------------
