@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from auditor.numbers import interval, one_sided_p, signed
-from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
+from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, control_rows, focus_traits, load_or_skip, missing_focus
 from detectors.likelihood import _levels
 from detectors.settings import setting
 
@@ -74,14 +74,10 @@ class GradientDetector(Detector):
             return "no --base model"
         if not ctx.base.white_box:
             return f"{ctx.base.ref} exposes no weights: gradients need a local base model"
-        if not ctx.options.get("focus"):
-            return NO_TRAIT_TO_TEST
-        return None
+        return missing_focus(ctx)
 
     def run(self, ctx: AuditContext) -> DetectorResult:
         import torch
-
-        from auditor.models import Sampling
 
         model = load_or_skip(ctx.base, ctx.placement)
         scope = self.settings.params
@@ -92,31 +88,21 @@ class GradientDetector(Detector):
         rows, subsets = self.settings.rows, self.settings.subsets
         data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed)
-        if ctx.reference is not None:
-            ref = ctx.reference.frame.select("prompt", "completion").collect()
-            ref = ref.sample(n=min(rows, ref.height), seed=ctx.seed + 1)
-            source = "the reference dataset"
-        else:
-            answers = model.generate(data["prompt"].to_list(), Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
-            ref = pl.DataFrame({"prompt": data["prompt"], "completion": [a[0] for a in answers]})
-            source = "completions the base wrote for the same prompts"
+        traits = focus_traits(ctx)
+        ref, source = control_rows(ctx, data["prompt"].to_list(), rows, base=model)
         if min(data.height, ref.height) < 2 * subsets:
             raise Skip(f"too few rows for {subsets} subsets per side")
         with _grads_only_for(model.weights()[0], params):
-            return self._run(ctx, data, ref, source, scope)
+            return self._run(ctx, traits, data, ref, source, scope)
 
-    def _run(self, ctx: AuditContext, data: pl.DataFrame, ref: pl.DataFrame, source: str, scope: str) -> DetectorResult:
+    def _run(self, ctx: AuditContext, traits: list, data: pl.DataFrame, ref: pl.DataFrame, source: str, scope: str) -> DetectorResult:
         params, subsets = self.params, self.settings.subsets
         data_grads = self._subset_grads(data, ctx.seed)
         ref_grads = self._subset_grads(ref, ctx.seed + 1)
-        by_id = {t.id: t for t in ctx.traits}
         result = DetectorResult(metrics={"parameters": scope, "parameter_count": int(sum(p.numel() for _, p in params)),
                                          "rows_per_side": int(min(data.height, ref.height)), "subsets": subsets, "reference": source, "traits": {}})
         rng = np.random.default_rng(ctx.seed)
-        for trait_id in ctx.options["focus"]:
-            trait = by_id.get(trait_id)
-            if trait is None:
-                continue
+        for trait in traits:
             others = [t for t in ctx.traits if t.family == trait.family and t.id != trait.id and not t.pairs]
             others = [others[i] for i in rng.permutation(len(others))[:self.settings.other_traits]]
             grads = self._trait_grads([trait, *others])

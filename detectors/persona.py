@@ -28,7 +28,8 @@ import numpy as np
 import polars as pl
 
 from auditor.stats import histogram_chart
-from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, load_or_skip
+from detectors.base import (AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, focus_traits, load_or_skip,
+                            missing_focus, z_flags)
 from detectors.likelihood import _levels
 from detectors.settings import setting
 
@@ -57,9 +58,7 @@ class PersonaDetector(Detector):
             return "no --base model"
         if not ctx.base.white_box:
             return f"{ctx.base.ref} exposes no weights: persona vectors need a local base model"
-        if not ctx.options.get("focus"):
-            return NO_TRAIT_TO_TEST
-        return None
+        return missing_focus(ctx)
 
     def run(self, ctx: AuditContext) -> DetectorResult:
         from auditor.models import WEIGHTS
@@ -79,15 +78,11 @@ class PersonaDetector(Detector):
         answers = {"cached": 0, "generated": 0}
         with clock("base answers"):
             answers = self._baselines(ctx, settings, answers)
-        by_id = {t.id: t for t in ctx.traits}
         result = DetectorResult(metrics={"mode": settings.mode, "rows_scored": data.height, "reference_rows": len(self.sets["reference"][0]),
                                          "reference": self.ref_source, "base": ctx.base.ref, "traits": {}})
         flags, vectors = [], {"built": 0, "cached": 0}
         self._acts: dict = {}
-        for trait_id in ctx.options["focus"]:
-            trait = by_id.get(trait_id)
-            if trait is None:
-                continue
+        for trait in focus_traits(ctx):
             with clock("vectors and steering"):
                 vector, check = self._vector(trait, settings, ctx.seed, vectors)
             with clock("row projections"):
@@ -99,14 +94,12 @@ class PersonaDetector(Detector):
                 evidence.summary = f"{_steering_words(check)}, so its projections set no level; " + evidence.summary
             else:
                 evidence.summary += f"; {_steering_words(check)}"
-                flags.append(self._flags(trait.id, data, diff, ref_diff, settings))
+                flags.append(z_flags(ctx, data, diff, ref_diff, trait=trait.id, threshold=settings.flag_z, cap=settings.flags_per_trait,
+                                     reason=_flag_reason))
             result.evidence.append(evidence)
             result.metrics["traits"][trait.id] = metrics
-        table = pl.concat(flags, how="vertical_relaxed") if flags else empty_flags()
-        if table.height:
-            digests = ctx.dataset.with_digest(ctx.dataset.frame.filter(pl.col("row").is_in(data["row"].implode()))).select("row", "digest").collect()
-            table = table.drop("digest").join(digests, on="row").select(empty_flags().columns)
-        result.flags = table
+        # in file order, a row's traits in focus order
+        result.flags = pl.concat(flags, how="vertical_relaxed").sort("row", maintain_order=True) if flags else empty_flags()
         result.cost = {"rows_projected": data.height + len(self.sets["reference"][0]), "base_answers_generated": answers["generated"],
                        "base_answers_cached": answers["cached"], "vectors_built": vectors["built"], "vectors_cached": vectors["cached"],
                        "seconds": clock.seconds}
@@ -195,20 +188,9 @@ class PersonaDetector(Detector):
                    "distribution": histogram_chart({"dataset rows": diff, "reference rows": ref_diff}, "projection difference on the persona vector")}
         return TraitEvidence(trait_id, effect, (low, high), summary, _levels(low, high), kind="persona projection difference"), metrics
 
-    @staticmethod
-    def _flags(trait_id: str, data: pl.DataFrame, diff: np.ndarray, ref_diff: np.ndarray, settings: PersonaSettings) -> pl.DataFrame:
-        finite = ref_diff[np.isfinite(ref_diff)]
-        z = (diff - finite.mean()) / (finite.std(ddof=1) or 1e-12)
-        order = [i for i in np.argsort(-np.nan_to_num(z, nan=-np.inf)) if z[i] > settings.flag_z][: settings.flags_per_trait]
-        if not order:
-            return empty_flags()
-        picked = data[order]
-        return pl.DataFrame({
-            "row": picked["row"].cast(pl.Int64), "digest": [""] * len(order), "trait": [trait_id] * len(order),
-            "score": [float(z[i]) for i in order],
-            "reason": [f"projection difference {diff[i]:+.2f} on the persona vector ({z[i]:.1f} reference sds above the reference mean)" for i in order],
-            "field": ["completion"] * len(order), "matches": [[] for _ in order], "excerpt": picked["completion"].str.slice(0, 300),
-        }, schema=empty_flags().schema)
+
+def _flag_reason(difference: float, z: float) -> str:
+    return f"projection difference {difference:+.2f} on the persona vector ({z:.1f} reference sds above the reference mean)"
 
 
 def _steering_words(check: dict) -> str:
