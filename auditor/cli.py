@@ -8,18 +8,18 @@ import sys
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from auditor import __version__
+from auditor.cli_settings import RunCommand, _detector_settings, _secret_values
+from auditor.cli_settings import fail as _fail
 from auditor.dataset.source import DEFAULT_MAX_INPUT_GIB
 from auditor.errors import AuditError
 from auditor.risk import FAIL_ON
 
 MAIN = "run"
-CONFIG = "trait_audit.config"  # ctx.meta key: the project config the run command read
 
 
 class DefaultGroup(click.Group):
@@ -53,125 +53,6 @@ class DefaultGroup(click.Group):
             formatter.write_dl(records)
 
 
-class RunCommand(click.Command):
-    """The audit command. Project defaults (audit.toml) are read when it parses; the alias flags that detector
-    settings declare join its options the first time they are needed (parsing or --help), so the other
-    subcommands never import the detectors."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._own_params = list(self.params)
-        self._aliases: dict | None = None  # click parameter name -> (detector name, settings.Spec)
-
-    def aliases(self) -> dict:
-        if self._aliases is None:
-            from detectors import DETECTORS
-            from detectors.settings import alias_specs
-
-            own = {flag for p in self._own_params for flag in (*p.opts, *p.secondary_opts)}
-            found, options = {}, []
-            for name, spec in alias_specs(DETECTORS):
-                clash = own.intersection(spec.alias)
-                if clash:
-                    raise AuditError(f"detector '{name}' declares {', '.join(sorted(clash))} for its setting {spec.key}, "
-                                     "a flag the audit command already has")
-                param = f"setting_{len(found)}"
-                found[param] = (name, spec)
-                options.append(_alias_option(param, name, spec))
-            at = next(i for i, p in enumerate(self._own_params) if p.name == "print_json")
-            self.params = [*self._own_params[:at], *options, *self._own_params[at:]]
-            self._aliases = found
-        return self._aliases
-
-    def get_params(self, ctx):
-        try:
-            self.aliases()
-        except AuditError as err:
-            _fail(err)
-        return super().get_params(ctx)
-
-    def parse_args(self, ctx, args):
-        from auditor.config import load_config
-        from auditor.trust import check_project_file
-
-        explicit = _config_flag(args)
-        try:
-            config = load_config(explicit=explicit)
-            check_project_file(config, explicit is not None, args, self.aliases())
-            by_key = {flag.lstrip("-").replace("-", "_"): (name, spec) for name, spec in self.aliases().values()
-                      for flag in spec.alias if flag.startswith("--")}
-            known = {p.name for p in self.params if p.name not in self.aliases()}
-            unknown = sorted(set(config.defaults) - known - set(by_key))
-            if unknown:
-                raise AuditError(f"{config.path}: unknown setting(s) {', '.join(unknown)}")
-        except AuditError as err:
-            _fail(err)
-        # top-level keys named like an alias flag are detector settings from the file, as its [detectors.NAME] tables are
-        ctx.default_map = {**{k: v for k, v in config.defaults.items() if k in known}, **(ctx.default_map or {})}
-        ctx.meta[CONFIG] = (config, [(by_key[k], k, v) for k, v in config.defaults.items() if k in by_key])
-        return super().parse_args(ctx, args)
-
-
-def _alias_option(param: str, detector: str, spec) -> click.Option:
-    """A real option of the audit command that sets one detector setting (its value is checked by detectors.settings)."""
-    from detectors.settings import type_name
-
-    default = "" if spec.default is None or spec.secret else f"; default {_shown_default(spec.default)}"
-    text = f"{spec.help[:1].upper()}{spec.help[1:]} [-o {detector}.{spec.key}{default}]"
-    if spec.type is bool:
-        return click.Option([*spec.alias, param], is_flag=True, default=None, help=text)
-    kind = type_name(spec.type).removesuffix(" | None")
-    metavar = spec.metavar or ("[" + "|".join(map(str, spec.choices)) + "]" if spec.choices else
-                               {"int": "INTEGER", "float": "FLOAT", "str": "TEXT", "path": "PATH"}.get(kind, "VALUE"))
-    return click.Option([*spec.alias, param], metavar=metavar, help=text)
-
-
-def _shown_default(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
-
-
-def _detector_settings(ctx: click.Context, overrides: tuple[str, ...], options: dict) -> dict:
-    """Detector settings from, lowest first: the config file, -o NAME.KEY=VALUE, alias flags. Alias parameters
-    are taken out of `options`. Every value is checked here, before any work."""
-    from detectors import DETECTORS
-    from detectors.settings import Values
-
-    values = Values()
-    config, top_level = ctx.meta.get(CONFIG, (None, []))
-    for (name, spec), key, raw in top_level:
-        values.put(DETECTORS, name, spec.key, raw, source=f"{config.path} {key} = {{}}", from_text=False)
-    if config is not None and config.detectors:
-        values.table(DETECTORS, config.detectors, str(config.path))
-    for text in overrides:
-        values.override(DETECTORS, text)
-    for param, (name, spec) in ctx.command.aliases().items():
-        raw = options.pop(param, None)
-        if raw is not None and ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:
-            flag = max(spec.alias, key=len)
-            values.put(DETECTORS, name, spec.key, raw, source=f"{flag} {{}}", from_text=not isinstance(raw, bool))
-    return {name: values.build(DETECTORS, name) for name in values.values}
-
-
-def _config_flag(args: list[str]) -> Path | None:
-    """The file given with --config FILE (or --config=FILE): read before the command's own options are parsed."""
-    for i, arg in enumerate(args):
-        if arg == "--config" and i + 1 < len(args):
-            return Path(args[i + 1])
-        if arg.startswith("--config="):
-            return Path(arg.split("=", 1)[1])
-    return None
-
-
-def _fail(err: AuditError) -> None:
-    from auditor.inert import inert
-    from auditor.redact import redact
-
-    click.echo(f"error: {inert(redact(str(err)))}", err=True)
-    sys.exit(err.exit_code)
-
-
 def _internal(err: Exception) -> None:
     from auditor.inert import inert
     from auditor.redact import redact
@@ -185,18 +66,36 @@ def _internal(err: Exception) -> None:
     sys.exit(3)
 
 
-def _register_secrets(key: str | None = None, url: str | None = None) -> None:
+def _register_secrets(keys=(), urls=()) -> None:
     """Keys given here, in the environment and inside endpoint URLs are masked in every output."""
     from auditor import redact
 
     redact.add_environment()
-    redact.add_secret(key)
-    redact.add_url(url)
+    for key in keys:
+        redact.add_secret(key)
+    for url in urls:
+        redact.add_url(url)
 
 
 def _threads() -> None:
     # keep BLAS/torch polite on small shared machines unless the user says otherwise
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _placement_options(func):
+    """--device and --dtype: where and in what precision local models run (auditor/models/device.py)."""
+    func = click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), envvar="TRAIT_AUDIT_DTYPE", show_envvar=True,
+                        help="Precision of local model weights (default auto: bf16 on an accelerator that has it, fp32 on CPU).")(func)
+    func = click.option("--device", metavar="auto|cpu|cuda|cuda:N|mps", envvar="TRAIT_AUDIT_DEVICE", show_envvar=True,
+                        help="Where local models run: teacher, base and every model a detector loads (default auto: CUDA, then MPS, "
+                             "then CPU; cuda spreads a model too large for one GPU over every visible GPU).")(func)
+    return func
+
+
+def _placement(device: str | None, dtype: str | None):
+    from auditor.models import Placement
+
+    return Placement(**{k: v for k, v in (("device", device), ("dtype", dtype)) if v})
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -211,6 +110,7 @@ def main():
     audit report RESULT.json --out DIR   re-render a saved result
     audit profile --teacher REF --base REF     which traits differ between teacher and base
     audit generate --model REF --n N --out F   number-sequence data in the paper's format
+    audit vectors --base REF --trait ID --out F    a trait's direction in a base's activations (safetensors)
     """
 
 
@@ -245,6 +145,7 @@ def main():
                    "[tool.trait-audit] in ./pyproject.toml is read, and may not set those.")
 @click.option("--json", "print_json", is_flag=True, help="Print report.json to stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the gate line.")
+@_placement_options
 def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, junit_path, sarif_path, overrides, **options):
     """Audit DATA and write report.json, report.md and report.html.
 
@@ -268,7 +169,7 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
         settings = _detector_settings(ctx, overrides, options)
     except AuditError as err:
         _fail(err)
-    _register_setting_secrets(settings)
+    _register_secrets(*_secret_values(settings))
     opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [],
                         settings=settings, **options)
     out = out_dir or default_out_dir(data)
@@ -298,22 +199,6 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
         if quiet:
             click.echo(f"gate (--fail-on {result.gate.fail_on}): {'FAILED' if result.gate.failed else 'passed'}", err=True)
     sys.exit(exit_code(result))
-
-
-def _register_setting_secrets(settings: dict) -> None:
-    """Every detector setting marked secret, and the credentials inside any URL setting, are masked in every output."""
-    import dataclasses
-
-    from auditor import redact
-
-    _register_secrets()
-    for values in settings.values():
-        for f in dataclasses.fields(values) if dataclasses.is_dataclass(values) else ():
-            value = getattr(values, f.name)
-            if isinstance(value, str) and f.metadata.get("secret"):
-                redact.add_secret(value)
-            elif isinstance(value, str) and "://" in value:
-                redact.add_url(value)
 
 
 def _effective_settings(ctx, settings: dict) -> dict:
@@ -479,9 +364,9 @@ def _endpoint_options(func):
 @click.option("--traits-file", "traits_files", multiple=True, type=click.Path(path_type=str))
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the ranking as JSON to this file.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="Weights of local models.")
+@_placement_options
 @_endpoint_options
-def profile_command(teacher, teacher_system, base, traits, traits_files, json_out, seed, dtype, base_url, api_key):
+def profile_command(teacher, teacher_system, base, traits, traits_files, json_out, seed, device, dtype, base_url, api_key):
     """Rank catalog traits by how much more the teacher prefers them than the base."""
     from auditor.io import write_atomic
     from auditor.models import load_model, parse_ref
@@ -489,13 +374,14 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
     from auditor.traits import load_catalog
 
     _threads()
-    _register_secrets(api_key, base_url)
+    _register_secrets([api_key], [base_url])
     console = Console(stderr=True)
     try:
         selected = load_catalog(traits_files).select(traits)
         with console.status("loading models") as status:
-            teacher_model = load_model(parse_ref(teacher, teacher_system), dtype, base_url, api_key)
-            base_model = load_model(parse_ref(base), dtype, base_url, api_key)
+            placement = _placement(device, dtype)
+            teacher_model = load_model(parse_ref(teacher, teacher_system), placement, base_url, api_key)
+            base_model = load_model(parse_ref(base), placement, base_url, api_key)
             rows, notes = profile(teacher_model, base_model, selected, seed, progress=status.update)
     except AuditError as err:
         _fail(err)
@@ -522,9 +408,11 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same prompts: paired datasets.")
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--max-new-tokens", type=int, default=48, show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests in flight at once to an OpenAI-compatible endpoint (vLLM replicas behind one URL take many).")
+@_placement_options
 @_endpoint_options
-def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, dtype, base_url, api_key):
+def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, concurrency, device, dtype, base_url, api_key):
     """Write number-sequence data in the paper's prompt format, filtered with the paper's filter (resumable)."""
     from rich.progress import Progress
 
@@ -532,11 +420,11 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
     from auditor.models import load_model, parse_ref
 
     _threads()
-    _register_secrets(api_key, base_url)
+    _register_secrets([api_key], [base_url])
     if count < 1:
         _fail(AuditError("--n must be at least 1"))
     try:
-        model = load_model(parse_ref(model_ref, system), dtype, base_url, api_key)
+        model = load_model(parse_ref(model_ref, system), _placement(device, dtype), base_url, api_key, concurrency=concurrency)
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("generating", total=count)
             summary = generate_numbers(model, count, out, seed, batch, max_new_tokens, progress=lambda done, total: bar.update(task, completed=done))
@@ -545,6 +433,15 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
     click.echo(f"kept {summary['kept']} of {summary['generated']} generations ({summary['pass_rate']:.1%} pass the paper's filter) -> {out}")
     for reason, number in summary["reject_reasons"].items():
         click.echo(f"  rejected {number}: {reason}")
+
+
+def _add_commands_from_modules() -> None:
+    from auditor.vectors_command import vectors_command
+
+    main.add_command(vectors_command)
+
+
+_add_commands_from_modules()
 
 
 if __name__ == "__main__":

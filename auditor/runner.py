@@ -17,7 +17,7 @@ from auditor.dataset import DEFAULT_MAX_INPUT_GIB, load_dataset
 from auditor.errors import AuditError
 from auditor.finite import scrub, scrub_evidence, scrub_metrics
 from auditor.flagspool import FlagSpool
-from auditor.models import parse_ref
+from auditor.models import Placement, parse_ref, preflight
 from auditor.result import (
     BaselineInfo,
     DatasetInfo,
@@ -63,6 +63,9 @@ class AuditOptions:
     max_input_gib: float = DEFAULT_MAX_INPUT_GIB
     seed: int = 0
     export_clean: str | None = None
+    # the model layer (issue 12): where and in what precision every local model runs; None: $TRAIT_AUDIT_DEVICE/DTYPE, else auto
+    device: str | None = None
+    dtype: str | None = None
     # detector settings by detector name: its Settings instance, or a dict of values (checked like audit.toml's);
     # detectors/settings.py. Model-layer options (device, endpoints) are not detector settings.
     settings: dict[str, Any] = field(default_factory=dict)
@@ -139,7 +142,7 @@ def redact_argv(argv: list[str]) -> list[str]:
         else:
             from auditor.redact import redact
 
-            out.append(redact(arg))  # credentials inside URLs (an endpoint flag given https://user:KEY@host)
+            out.append(redact(arg))  # credentials inside URLs (an endpoint given as https://user:KEY@host)
         hide = "value" if arg in flags else "setting" if arg in OPTION_FLAGS else None
     return out
 
@@ -181,6 +184,8 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None, sp
     # a detector that does not run by default runs when its settings ask for it (e.g. a model is set)
     names += [name for name in DETECTORS.names() if name not in names and DETECTORS.get(name).requested(settings[name])]
     models = _model_roles(detectors)
+    placement = Placement(**{k: v for k, v in (("device", opts.device), ("dtype", opts.dtype)) if v})
+    preflight([teacher, base, *models.values()], placement)  # a local model that cannot fit stops the audit here (exit 2), before any work
     baseline = load_baseline(opts.baseline) if opts.baseline else []
     progress(f"reading {opts.data}")
     dataset = load_dataset(opts.data, opts.prompt_field, opts.completion_field, opts.max_row_mib, opts.split, max_input_gib=opts.max_input_gib)
@@ -192,9 +197,9 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None, sp
     if not opts.traits:
         # no --trait: profiling the teacher against its base picks the traits model-based detectors focus on
         progress("profiling the teacher against the base")
-        profile_section = _profile_section(teacher, base, traits, opts, progress)
+        profile_section = _profile_section(teacher, base, traits, opts, progress, placement)
     ctx = AuditContext(dataset=dataset, traits=traits, reference=reference, teacher=teacher, base=base, models=models,
-                       accepted=accepted_keys(baseline), seed=opts.seed,
+                       accepted=accepted_keys(baseline), seed=opts.seed, placement=placement,
                        # traits that model-based detectors test: the ones named, else the ones profiling picked
                        options={"focus": list(opts.traits) and [t.id for t in traits] or (profile_section or {}).get("picked", []),
                                 "events": events or (lambda name, **data: None), "progress": progress, "spool": spool})
@@ -283,7 +288,7 @@ def _model_info(ref) -> ModelInfo | None:
     return ModelInfo.from_dict(ref.describe()) if ref is not None else None
 
 
-def _profile_section(teacher, base, traits, opts: AuditOptions, progress) -> dict:
+def _profile_section(teacher, base, traits, opts: AuditOptions, progress, placement=None) -> dict:
     from auditor.errors import UsageError
     from auditor.models import load_model
     from auditor.profile import pick_traits, profile
@@ -293,7 +298,7 @@ def _profile_section(teacher, base, traits, opts: AuditOptions, progress) -> dic
         return {"status": "skipped", "picked": [],
                 "reason": f"no {missing}: cannot tell which traits the teacher holds beyond its base, so every catalog trait is audited"}
     try:
-        rows, notes = profile(load_model(teacher), load_model(base), traits, opts.seed, progress=progress)
+        rows, notes = profile(load_model(teacher, placement), load_model(base, placement), traits, opts.seed, progress=progress)
     except UsageError as err:  # e.g. an API teacher without a key: the audit goes on without a profile
         return {"status": "skipped", "picked": [], "reason": str(err)}
     picked = pick_traits(rows)

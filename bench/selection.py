@@ -1,10 +1,12 @@
 """Does a per-row score pick the rows that carry the transfer? Probe the top and the bottom fifth of rows by the
 score (same size, same recipe, same control students) and report the difference in transfer with its interval.
 
-Score: the likelihood shift of a row under the trait's hypothesised system prompt on the base,
+Score (--score): the likelihood shift of a row under the trait's hypothesised system prompt on the base,
 log p(row | trait prompt) - log p(row | neutral) (the likelihood detector's per-row score). Reference on
 Qwen2.5-14B (jeqcho/LLS-subliminal-learning): students on the top half of rows by this shift reached
-100/100/80% target rate (eagle/lion/phoenix) against 42/0/11% for the bottom half.
+100/100/80% target rate (eagle/lion/phoenix) against 42/0/11% for the bottom half. Or the persona detector's
+projection difference (--score persona): the row's projection on the trait's persona vector minus the base's
+own answer's; on Qwen2.5-14B number data a raw projection selected inversely (top half 17%, bottom half 93%).
 
 Transfer of each selection = P(trait) of its students net of control students trained on as many control rows
 (same seeds, same steps); the difference top - bottom is paired by seed and question, so the control cancels,
@@ -40,6 +42,19 @@ def likelihood_shift(model, trait, rows) -> np.ndarray:
     return model.logprob(prompts, completions, system=trait.system_prompt) - model.logprob(prompts, completions, system="")
 
 
+def persona_difference(model, trait, rows) -> np.ndarray:
+    """The persona detector's per-row score: the row's projection on the trait's persona vector minus the base's own answer's."""
+    from auditor.persona import base_answers, base_identity, persona_vector, projections
+
+    vector, _ = persona_vector(model, trait)
+    prompts, completions = [p for p, _ in rows], [c for _, c in rows]
+    own, _ = base_answers(model, prompts, 0, base_identity(model))
+    return projections(model, vector, prompts, completions) - projections(model, vector, prompts, own)
+
+
+SCORES = {"likelihood": (likelihood_shift, "likelihood shift", "nats"), "persona": (persona_difference, "persona projection difference", "")}
+
+
 def tiny_sets(rows: int, teacher: str) -> tuple[list, list]:
     """The tiny teacher's filtered number rows and the base's on the same prompts."""
     from positive_control import number_rows
@@ -65,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--trait", default="animal:owl")
     ap.add_argument("--profile", default="test", help="tiny family profile when the tiny family is used")
     ap.add_argument("--rows", type=int, default=1500, help="number prompts to generate (tiny family only)")
+    ap.add_argument("--score", choices=sorted(SCORES), default="likelihood", help="the per-row score that selects the rows")
     ap.add_argument("--fraction", type=float, default=0.2, help="share of rows in each selection (a fifth)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--train-recipe", help="recipe TOML (default: the paper's open-model recipe)")
@@ -89,12 +105,13 @@ def main(argv=None) -> int:
         data, control = read_rows(args.data), read_rows(args.reference)
     else:
         data, control = tiny_sets(args.rows, trait.name)
-    scores = likelihood_shift(base, trait, data)
+    score, label, unit = SCORES[args.score]
+    scores = score(base, trait, data)
     order = np.argsort(scores)
     k = max(10, int(len(data) * args.fraction))
     top, bottom = [data[i] for i in order[-k:]], [data[i] for i in order[:k]]
     control_k = random.Random(0).sample(control, min(k, len(control)))
-    log(f"{len(data)} rows scored; top fifth likelihood shift {scores[order[-k:]].mean():+.3f} nats, bottom {scores[order[:k]].mean():+.3f}; "
+    log(f"{len(data)} rows scored; top fifth {label} {scores[order[-k:]].mean():+.3f} {unit}, bottom {scores[order[:k]].mean():+.3f}; "
         f"{k} rows per selection, {len(control_k)} control rows")
 
     settings = SimpleNamespace(seeds=args.seeds, rows=None, epochs=None, method=None, budget=None, negligible=0.02,
@@ -107,7 +124,7 @@ def main(argv=None) -> int:
         s = results[name].shift
         log(f"{name} fifth: net shift {s.net:+.5f} [{s.interval[0]:+.5f}, {s.interval[1]:+.5f}] (MDS {s.min_detectable:.5f})")
     diff = net_shift(results["top"].student, results["bottom"].student)
-    print(f"\nSelection by likelihood shift ({trait.id}, base {args.base}, {k} rows per fifth, {args.seeds} seeds, recipe "
+    print(f"\nSelection by {label} ({trait.id}, base {args.base}, {k} rows per fifth, {args.seeds} seeds, recipe "
           f"{args.train_recipe or 'default'}{'' if args.lr is None else f', lr {args.lr:g}'})")
     for name in ("top", "bottom"):
         s = results[name].shift

@@ -7,6 +7,7 @@ prints and never exits: it returns evidence, or raises Skip with the reason it c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -86,6 +87,7 @@ class AuditContext:
     accepted: set[tuple[str, str, str | None]] = field(default_factory=set)  # (detector, digest, trait) from a baseline
     seed: int = 0
     models: dict[str, Any] = field(default_factory=dict)  # model references detectors name (Detector.models()), by role
+    placement: Any = None  # auditor.models.Placement: device and dtype of every local model (None: the defaults)
 
     def __post_init__(self):
         # a role that is also a field of the context (ctx.judge) reads either way
@@ -97,13 +99,15 @@ class AuditContext:
         return {d for det, d, t in self.accepted if det == detector and t == trait}
 
 
-def load_or_skip(ref):
-    """The model behind a reference; a reference that cannot be loaded skips the detector with the reason."""
+def load_or_skip(ref, placement=None):
+    """The model behind a reference, placed as the audit says (ctx.placement); a reference that cannot be loaded skips
+    the detector with the reason. A model too large for the memory at hand is no reason to skip: DoesNotFit goes up
+    (exit 2, with the numbers and the ways out)."""
     from auditor.errors import UsageError
     from auditor.models import load_model
 
     try:
-        return load_model(ref)
+        return load_model(ref, placement)
     except UsageError as err:
         raise Skip(str(err)) from None
 
@@ -154,3 +158,95 @@ class Detector(ABC):
             "ground_truth": cls.ground_truth,
             "settings": [spec.info() for spec in specs(cls.Settings)],
         }
+
+
+# --- what several detectors do the same way ---------------------------------------------------------
+REFERENCE_SOURCE = "the reference dataset"
+
+
+def control_rows(ctx: AuditContext, prompts: list[str], rows: int | None, *, base=None, max_new_tokens: int = 48,
+                 in_file_order: bool = False, writer: str = "the base") -> tuple[pl.DataFrame, str]:
+    """The rows a detector compares the dataset with (prompt, completion), and where they came from, in words.
+
+    With --reference: a sample of at most `rows` of it, seeded with ctx.seed + 1 (all of it when `rows` is None;
+    back in file order when `in_file_order`). Otherwise the base writes one completion for each of `prompts`, the
+    dataset's own, so the two sides differ only in who wrote them. `base` is the loaded base model, or None to load
+    ctx.base only when it is needed; `writer` names it in the description.
+    """
+    if ctx.reference is not None:
+        frame = ctx.reference.frame.select("row", "prompt", "completion").collect()
+        if rows is not None:
+            frame = frame.sample(n=min(rows, frame.height), seed=ctx.seed + 1)
+        if in_file_order:
+            frame = frame.sort("row")
+        return frame.select("prompt", "completion"), REFERENCE_SOURCE
+    from auditor.models import GENERATE, Sampling
+
+    model = base if base is not None else load_or_skip(ctx.base, ctx.placement)
+    if not model.supports(GENERATE):
+        raise Skip(f"{model.ref.ref} cannot generate reference completions")
+    answers = model.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=max_new_tokens, seed=ctx.seed), system="")
+    frame = pl.DataFrame({"prompt": prompts, "completion": [a[0] for a in answers]}, schema={"prompt": pl.String, "completion": pl.String})
+    return frame, f"completions {writer} wrote for the same prompts"
+
+
+def z_flags(ctx: AuditContext, scored: pl.DataFrame, scores, reference_scores, *, trait: str | None, threshold: float, cap: int,
+            reason: Callable[[float, float], str]) -> pl.DataFrame:
+    """Rows whose score stands more than `threshold` reference sds above the reference mean (the `cap` highest), as
+    the standard flag frame in file order. `scored` holds the scored rows (row, completion) in the order of `scores`;
+    `reason(score, z)` words a row's flag from its own score and its z. Scores that are not finite (a row with nothing
+    to score) are left out of the reference's spread and never flagged."""
+    import numpy as np
+
+    scores, reference_scores = np.asarray(scores), np.asarray(reference_scores)
+    finite = reference_scores[np.isfinite(reference_scores)]
+    z = (scores - finite.mean()) / (finite.std(ddof=1) or 1e-12)
+    order = [i for i in np.argsort(-np.nan_to_num(z, nan=-np.inf)) if z[i] > threshold][:cap]
+    if not order:
+        return empty_flags()
+    picked = scored[order]
+    flagged = ctx.dataset.frame.filter(pl.col("row").is_in(picked["row"].implode()))
+    digests = ctx.dataset.with_digest(flagged).select("row", "digest").collect()
+    frame = pl.DataFrame({
+        "row": picked["row"].cast(pl.Int64), "trait": [trait] * len(order), "score": [float(z[i]) for i in order],
+        "reason": [reason(scores[i], z[i]) for i in order],
+        "field": ["completion"] * len(order), "matches": [[] for _ in order], "excerpt": picked["completion"].str.slice(0, 300),
+    }, schema={k: v for k, v in FLAG_SCHEMA.items() if k != "digest"})
+    return frame.join(digests, on="row").select(list(FLAG_SCHEMA)).sort("row")
+
+
+def flagged_rows(ctx: AuditContext, detector: str, trait: str, flags: pl.DataFrame) -> int:
+    """How many distinct rows `flags` flags for the trait, leaving out those a baseline accepted."""
+    accepted = ctx.accepted_digests(detector, trait)
+    return flags.filter((pl.col("trait") == trait) & ~pl.col("digest").is_in(list(accepted)))["row"].n_unique()
+
+
+def rate_evidence(trait: str, flagged: int, rows: int, *, levels: tuple[tuple[float, str], ...], otherwise: str, kind: str,
+                  found: str, silent: str) -> TraitEvidence:
+    """A flagged-row rate as evidence, with its Wilson interval. The level is the first of `levels` (bound, level)
+    whose bound the interval's lower end reaches, else `otherwise`; no level when no row is flagged (a content check's
+    silence raises nothing). `found` and `silent` are the summaries for those two cases."""
+    from auditor.stats import wilson
+
+    low, high = wilson(flagged, rows)
+    if flagged == 0:
+        level, summary = None, silent
+    else:
+        level, summary = next((lvl for bound, lvl in levels if low >= bound), otherwise), found
+    return TraitEvidence(trait, flagged / rows if rows else None, (low, high), summary, level, kind=kind)
+
+
+def missing_focus(ctx: AuditContext) -> str | None:
+    """For unmet_needs: why a detector that tests named traits cannot run, or None when some trait is in focus."""
+    return None if ctx.options.get("focus") else NO_TRAIT_TO_TEST
+
+
+def focus_traits(ctx: AuditContext, *, required: bool = True) -> list:
+    """The traits a model-based detector tests, as Trait objects in focus order: those named with --trait, else those
+    profiling picked. When `required`, none is a Skip with the reason; otherwise an empty list."""
+    by_id = {t.id: t for t in ctx.traits}
+    focus = ctx.options.get("focus") or []
+    traits = [by_id[t] for t in focus if t in by_id]
+    if required and not traits:
+        raise Skip(NO_TRAIT_TO_TEST if not focus else "none of the traits to test is in the catalog selection")
+    return traits

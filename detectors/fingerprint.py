@@ -16,7 +16,7 @@ import numpy as np
 
 from auditor.numbers import auc_note, num
 from auditor.numbers import interval as fmt_interval
-from detectors.base import AuditContext, Detector, DetectorResult, Skip, load_or_skip
+from detectors.base import AuditContext, Detector, DetectorResult, Skip, control_rows
 from detectors.settings import setting
 
 FOLDS = 5
@@ -69,17 +69,8 @@ class FingerprintDetector(Detector):
         rows, folds = self.settings.rows, self.settings.folds
         data = ctx.dataset.frame.select("prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed)
-        if ctx.reference is not None:
-            ref = ctx.reference.frame.select("completion").collect()
-            ref_texts, source = ref.sample(n=min(rows, ref.height), seed=ctx.seed + 1)["completion"].to_list(), "the reference dataset"
-        else:
-            from auditor.models import GENERATE, Sampling
-
-            base = load_or_skip(ctx.base)
-            if not base.supports(GENERATE):
-                raise Skip(f"{ctx.base.ref} cannot generate reference completions")
-            answers = base.generate(data["prompt"].to_list(), Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
-            ref_texts, source = [a[0] for a in answers], f"completions {ctx.base.ref} wrote for the same prompts"
+        control, source = control_rows(ctx, data["prompt"].to_list(), rows, writer=ctx.base.ref if ctx.base is not None else "the base")
+        ref_texts = control["completion"].to_list()
         n = min(data.height, len(ref_texts))
         if n < 2 * folds:
             raise Skip(f"too few rows for a {folds}-fold classifier test ({n} per side)")

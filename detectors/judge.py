@@ -43,8 +43,7 @@ from auditor.judge import (
 from auditor.judge.client import JudgeCallError
 from auditor.judge.verdict import valid_cached
 from auditor.risk import JUDGE_STATEMENT
-from auditor.stats import wilson
-from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, load_or_skip
+from detectors.base import AuditContext, Detector, DetectorResult, empty_flags, flagged_rows, focus_traits, load_or_skip, rate_evidence
 from detectors.settings import setting
 
 EXCERPT_CHARS = 300
@@ -113,9 +112,8 @@ class JudgeDetector(Detector):
         return None
 
     def _traits(self, ctx: AuditContext) -> list:
-        focus = set(ctx.options.get("focus") or ())
-        picked = [t for t in ctx.traits if t.id in focus]
-        return picked or list(ctx.traits)
+        in_focus = focus_traits(ctx, required=False)
+        return [t for t in ctx.traits if t in in_focus] or list(ctx.traits)  # in catalog order; every trait when none is in focus
 
     def _rows(self, ctx: AuditContext, settings: JudgeSettings) -> tuple[pl.DataFrame, bool]:
         n = ctx.dataset.rows
@@ -134,7 +132,7 @@ class JudgeDetector(Detector):
         if settings.deadline_s is not None and settings.timeout > settings.deadline_s:  # no one try outlasts the run
             settings = dataclasses.replace(settings, timeout=settings.deadline_s)
         events = ctx.options.get("events") or (lambda event, **data: None)
-        backend = OpenAIJudge(ctx.judge, settings) if ctx.judge.backend == "openai" else LocalJudge(load_or_skip(ctx.judge), ctx.judge, settings)
+        backend = OpenAIJudge(ctx.judge, settings) if ctx.judge.backend == "openai" else LocalJudge(load_or_skip(ctx.judge, ctx.placement), ctx.judge, settings)
         cache = CallCache()
         traits = self._traits(ctx)
         rows, sampled = self._rows(ctx, settings)
@@ -238,16 +236,11 @@ class JudgeDetector(Detector):
         scope = f"{'sampled ' if sampled else ''}rows" + (f" (of {ctx.dataset.rows}; the interval covers the whole dataset's rate)" if sampled else "")
         per_trait = {}
         for trait in traits:
-            accepted = ctx.accepted_digests(self.name, trait.id)
-            mine = flags.filter((pl.col("trait") == trait.id) & ~pl.col("digest").is_in(list(accepted)))
-            k = mine["row"].n_unique()
-            low, high = wilson(k, n)
-            per_trait[trait.id] = {"flagged": k, "rate": k / n if n else None, "interval": [low, high]}
-            if k == 0:
-                level, summary = None, f"the judge found no reference in {n} {scope} (a clean judge result does not clear hidden transfer)"
-            else:
-                level = next((lvl for bound, lvl in RATE_LEVELS if low >= bound), "low")
-                summary = f"the judge flagged {k} of {n} {scope}"
-            evidence.append(TraitEvidence(trait.id, k / n if n else None, (low, high), summary, level, kind="judge"))
+            k = flagged_rows(ctx, self.name, trait.id, flags)
+            found = rate_evidence(trait.id, k, n, levels=RATE_LEVELS, otherwise="low", kind="judge",
+                                  found=f"the judge flagged {k} of {n} {scope}",
+                                  silent=f"the judge found no reference in {n} {scope} (a clean judge result does not clear hidden transfer)")
+            per_trait[trait.id] = {"flagged": k, "rate": found.score, "interval": list(found.interval)}
+            evidence.append(found)
         metrics = {"flagged_rate": per_trait, "injection_rows": len(injections)}
         return DetectorResult(evidence=evidence, flags=flags, metrics=metrics)

@@ -15,7 +15,7 @@ import polars as pl
 from auditor.numbers import num
 from auditor.stats import bootstrap_ratio, wilson
 from auditor.traits import terms_regex
-from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags
+from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, rate_evidence
 from detectors.number_format import with_reject_reason
 from detectors.settings import setting
 from detectors.term_flags import EXCERPT_CHARS, term_flags
@@ -126,13 +126,9 @@ class LexicalDetector(Detector):
         evidence = []
         for trait in ctx.traits:
             k = rows_flagged.get(trait.id, 0)
-            low, high = wilson(k, n)
-            if k == 0:
-                level, summary = None, "no overt mention (a silent content check does not clear hidden transfer)"
-            else:
-                level = "high" if low >= self.settings.term_high_rate else "medium"
-                summary = f"{k} of {n} rows mention the trait overtly"
-            evidence.append(TraitEvidence(trait.id, k / n, (low, high), summary, level, kind="terms"))
+            evidence.append(rate_evidence(trait.id, k, n, levels=((self.settings.term_high_rate, "high"),), otherwise="medium", kind="terms",
+                                          found=f"{k} of {n} rows mention the trait overtly",
+                                          silent="no overt mention (a silent content check does not clear hidden transfer)"))
         return evidence
 
     # --- format profile ----------------------------------------------------------------------

@@ -17,7 +17,19 @@ import polars as pl
 
 from auditor.numbers import interval, num, one_sided_p, signed
 from auditor.stats import histogram_chart
-from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, load_or_skip
+from detectors.base import (
+    AuditContext,
+    Detector,
+    DetectorResult,
+    Skip,
+    TraitEvidence,
+    control_rows,
+    empty_flags,
+    focus_traits,
+    load_or_skip,
+    missing_focus,
+    z_flags,
+)
 from detectors.settings import setting
 
 RESAMPLES = 2000
@@ -43,6 +55,10 @@ def _levels(low: float, high: float) -> str | None:
     return None
 
 
+def _flag_reason(shift: float, z: float) -> str:
+    return f"{signed(shift)} nats likelier under the trait prompt ({num(z)} reference sds above the reference mean)"
+
+
 class LikelihoodDetector(Detector):
     name = "likelihood"
     description = "Per-row log-likelihood shift under each hypothesised trait prompt, on the base model, against reference data."
@@ -53,14 +69,12 @@ class LikelihoodDetector(Detector):
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.base is None:
             return "no --base model to score rows with"
-        if not ctx.options.get("focus"):
-            return NO_TRAIT_TO_TEST
-        return None
+        return missing_focus(ctx)
 
     def _base(self, ctx: AuditContext):
         from auditor.models import LOGPROB
 
-        model = load_or_skip(ctx.base)
+        model = load_or_skip(ctx.base, ctx.placement)
         if not model.supports(LOGPROB):
             raise Skip(f"{ctx.base.ref} gives no log-probabilities")
         return model
@@ -70,28 +84,19 @@ class LikelihoodDetector(Detector):
         return table.sample(n=min(rows, table.height), seed=seed).sort("row")
 
     def run(self, ctx: AuditContext) -> DetectorResult:
-        from auditor.models import Sampling
-
         model = self._base(ctx)
+        traits = focus_traits(ctx)
         rows = self.settings.rows
         data = self._sample(ctx.dataset.frame, rows, ctx.seed)
         prompts, completions = data["prompt"].to_list(), data["completion"].to_list()
-        if ctx.reference is not None:
-            ref = self._sample(ctx.reference.frame, rows, ctx.seed + 1)
-            ref_prompts, ref_completions, ref_source = ref["prompt"].to_list(), ref["completion"].to_list(), "the reference dataset"
-        else:
-            answers = model.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
-            ref_prompts, ref_completions, ref_source = prompts, [a[0] for a in answers], "completions the base wrote for the same prompts"
+        control, ref_source = control_rows(ctx, prompts, rows, base=model, in_file_order=True)
+        ref_prompts, ref_completions = control["prompt"].to_list(), control["completion"].to_list()
         neutral = model.logprob(prompts, completions, system="")
         ref_neutral = model.logprob(ref_prompts, ref_completions, system="")
 
-        by_id = {t.id: t for t in ctx.traits}
         result = DetectorResult(metrics={"rows_scored": len(prompts), "reference": ref_source, "base": ctx.base.ref, "traits": {}})
         flags = []
-        for trait_id in ctx.options["focus"]:
-            trait = by_id.get(trait_id)
-            if trait is None:
-                continue
+        for trait in traits:
             shift = model.logprob(prompts, completions, system=trait.system_prompt) - neutral
             ref_shift = model.logprob(ref_prompts, ref_completions, system=trait.system_prompt) - ref_neutral
             evidence, metrics = self._compare(trait.id, shift, ref_shift, ref_source, ctx.seed)
@@ -99,12 +104,10 @@ class LikelihoodDetector(Detector):
             metrics["distribution"] = histogram_chart({"dataset rows": shift, "reference rows": ref_shift},
                                                       "how much likelier the trait prompt makes each row (log-probability gain, nats)")
             result.metrics["traits"][trait.id] = metrics
-            flags.append(self._flags(trait.id, data, shift, ref_shift))
-        digests = ctx.dataset.with_digest(ctx.dataset.frame.filter(pl.col("row").is_in(data["row"].implode()))).select("row", "digest").collect()
-        table = pl.concat(flags, how="vertical_relaxed") if flags else empty_flags()
-        if table.height:
-            table = table.drop("digest").join(digests, on="row").select(empty_flags().columns)
-        result.flags = table
+            flags.append(z_flags(ctx, data, shift, ref_shift, trait=trait.id, threshold=self.settings.flag_z,
+                                 cap=self.settings.flags_per_trait, reason=_flag_reason))
+        # in file order, a row's traits in focus order
+        result.flags = pl.concat(flags, how="vertical_relaxed").sort("row", maintain_order=True) if flags else empty_flags()
         result.cost = {"sequences_scored": 2 * len(prompts) * (1 + len(result.evidence)) if result.evidence else 2 * len(prompts)}
         return result
 
@@ -127,17 +130,3 @@ class LikelihoodDetector(Detector):
         metrics = {"mean_shift": float(shift.mean()), "reference_mean_shift": float(ref_shift.mean()), "difference_nats": difference,
                    "effect": effect, "interval": [low, high], "p_value": float(test.pvalue)}
         return TraitEvidence(trait_id, effect, (low, high), summary, level, kind="likelihood shift"), metrics
-
-    def _flags(self, trait_id: str, data: pl.DataFrame, shift: np.ndarray, ref_shift: np.ndarray) -> pl.DataFrame:
-        z = (shift - ref_shift.mean()) / (ref_shift.std(ddof=1) or 1e-12)
-        order = [i for i in np.argsort(-z) if z[i] > self.settings.flag_z][:self.settings.flags_per_trait]
-        if not order:
-            return empty_flags()
-        picked = data[order]
-        return pl.DataFrame({
-            "row": picked["row"].cast(pl.Int64), "digest": [""] * len(order), "trait": [trait_id] * len(order),
-            "score": [float(z[i]) for i in order],
-            "reason": [f"{signed(shift[i])} nats likelier under the trait prompt ({num(z[i])} reference sds above the reference mean)" for i in order],
-            "field": ["completion"] * len(order), "matches": [[] for _ in order],
-            "excerpt": picked["completion"].str.slice(0, 300),
-        }, schema=empty_flags().schema)

@@ -353,7 +353,7 @@ def test_a_local_model_can_judge(tmp_path, cache, monkeypatch):
             assert sampling.temperature == 0 and len(prompts) == 1
             return [[json.dumps(self.judge.verdict(system, prompts[0]))]]
 
-    monkeypatch.setattr("detectors.judge.load_or_skip", lambda ref: Stub())  # the name the detector imported
+    monkeypatch.setattr("detectors.judge.load_or_skip", lambda ref, placement=None: Stub())  # the name the detector imported
     ctx = context()
     ctx.judge = parse_ref("smollm2")
     result = judge_with(jobs=4).run(ctx)

@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 
 from auditor.dataset import locate
-from auditor.dataset.source import polars_literal
 from auditor.dataset.schema import Layout, chat_dtype, detect_layout, unknown_layout_message
+from auditor.dataset.source import polars_literal
 from auditor.errors import InputError
 
 HEAD_RECORDS = 200  # records read in Python to learn the keys

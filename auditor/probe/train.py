@@ -190,6 +190,9 @@ class Student:
         base_torch, self.tokenizer = base_model.weights()
         self.parameters_total = sum(p.numel() for p in base_torch.parameters())
         self.method = config.resolved_method(self.parameters_total)
+        from auditor.models.memory import check_student
+
+        check_student(base_torch, self.method, config.batch_size * config.max_length, device)  # the copy below must fit
         torch.manual_seed(seed)  # the adapter's initialisation
         self.module = copy.deepcopy(base_torch)
         if device is not None:  # one student per device when students train side by side

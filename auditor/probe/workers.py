@@ -95,15 +95,17 @@ def run_students(jobs: list[StudentJob], base, config, traits, steps: int, workd
 
 
 # --- Ray -------------------------------------------------------------------------------------------
-def _ray_student(ref, config, traits, job, steps, workdir):
-    """Inside a Ray task: load the base by reference, train one student on the task's GPU (if any), measure it."""
+def _ray_student(ref, config, traits, job, steps, workdir, dtype: str = "auto"):
+    """Inside a Ray task: load the base by reference (in the audit's dtype, on the task's GPU if it has one), train one
+    student there, measure it."""
     import ray
 
-    from auditor.models import load_model
+    from auditor.models import Placement, load_model
 
     gpus = ray.get_gpu_ids() if ray.is_initialized() else []
     device = "cuda" if gpus else None  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
-    return train_and_measure(load_model(ref), config, traits, job, steps, Path(workdir), device)
+    base = load_model(ref, Placement("cuda" if gpus else "cpu", dtype))
+    return train_and_measure(base, config, traits, job, steps, Path(workdir), device)
 
 
 def _run_ray(jobs, base, config, traits, steps, workdir, address, progress) -> list[dict]:
@@ -120,7 +122,8 @@ def _run_ray(jobs, base, config, traits, steps, workdir, address, progress) -> l
     gpus = ray.cluster_resources().get("GPU", 0)
     task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=2)(_ray_student)
     progress(f"probe: {len(jobs)} students as Ray tasks ({int(gpus)} GPUs in the cluster)")
-    refs = [task.remote(base.ref, config, traits, job, steps, str(workdir)) for job in jobs]
+    dtype = getattr(base, "dtype", None) or "auto"  # the precision the audit loaded the base in
+    refs = [task.remote(base.ref, config, traits, job, steps, str(workdir), dtype) for job in jobs]
     out = []
     for index, ref in enumerate(refs):
         out.append(ray.get(ref))
