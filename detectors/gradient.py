@@ -19,7 +19,17 @@ import numpy as np
 import polars as pl
 
 from auditor.numbers import interval, one_sided_p, signed
-from detectors.base import AuditContext, Detector, DetectorResult, Skip, TraitEvidence, control_rows, focus_traits, load_or_skip, missing_focus
+from detectors.base import (
+    AuditContext,
+    Detector,
+    DetectorResult,
+    Skip,
+    TraitEvidence,
+    control_rows,
+    focus_traits,
+    load_or_skip,
+    missing_focus,
+)
 from detectors.likelihood import _levels
 from detectors.settings import setting
 

@@ -17,8 +17,19 @@ import polars as pl
 
 from auditor.numbers import interval, num, one_sided_p, signed
 from auditor.stats import histogram_chart
-from detectors.base import (AuditContext, Detector, DetectorResult, Skip, TraitEvidence, control_rows, empty_flags, focus_traits,
-                            load_or_skip, missing_focus, z_flags)
+from detectors.base import (
+    AuditContext,
+    Detector,
+    DetectorResult,
+    Skip,
+    TraitEvidence,
+    control_rows,
+    empty_flags,
+    focus_traits,
+    load_or_skip,
+    missing_focus,
+    z_flags,
+)
 from detectors.settings import setting
 
 RESAMPLES = 2000

@@ -28,8 +28,18 @@ import numpy as np
 import polars as pl
 
 from auditor.stats import histogram_chart
-from detectors.base import (AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, focus_traits, load_or_skip,
-                            missing_focus, z_flags)
+from detectors.base import (
+    AuditContext,
+    Detector,
+    DetectorResult,
+    Skip,
+    TraitEvidence,
+    empty_flags,
+    focus_traits,
+    load_or_skip,
+    missing_focus,
+    z_flags,
+)
 from detectors.likelihood import _levels
 from detectors.settings import setting
 

@@ -31,8 +31,17 @@ import polars as pl
 
 from auditor.probe.engine import HIGH, LOW, MEDIUM, MIN_ROWS, NEGLIGIBLE, SpendRefused, plan_run, probe_shift
 from auditor.probe.recipe import RecipeError
-from detectors.base import (AuditContext, Detector, DetectorResult, Skip, TraitEvidence, control_rows, focus_traits, load_or_skip,
-                            missing_focus)
+from detectors.base import (
+    AuditContext,
+    Detector,
+    DetectorResult,
+    Skip,
+    TraitEvidence,
+    control_rows,
+    focus_traits,
+    load_or_skip,
+    missing_focus,
+)
 from detectors.settings import setting
 
 # said next to every probe result on the tiny family (the verdict's rationale carries it)
