@@ -8,18 +8,18 @@ import sys
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from auditor import __version__
+from auditor.cli_settings import RunCommand, _detector_settings, _secret_values
+from auditor.cli_settings import fail as _fail
 from auditor.dataset.source import DEFAULT_MAX_INPUT_GIB
 from auditor.errors import AuditError
 from auditor.risk import FAIL_ON
 
 MAIN = "run"
-CONFIG = "trait_audit.config"  # ctx.meta key: the project config the run command read
 
 
 class DefaultGroup(click.Group):
@@ -53,125 +53,6 @@ class DefaultGroup(click.Group):
             formatter.write_dl(records)
 
 
-class RunCommand(click.Command):
-    """The audit command. Project defaults (audit.toml) are read when it parses; the alias flags that detector
-    settings declare join its options the first time they are needed (parsing or --help), so the other
-    subcommands never import the detectors."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._own_params = list(self.params)
-        self._aliases: dict | None = None  # click parameter name -> (detector name, settings.Spec)
-
-    def aliases(self) -> dict:
-        if self._aliases is None:
-            from detectors import DETECTORS
-            from detectors.settings import alias_specs
-
-            own = {flag for p in self._own_params for flag in (*p.opts, *p.secondary_opts)}
-            found, options = {}, []
-            for name, spec in alias_specs(DETECTORS):
-                clash = own.intersection(spec.alias)
-                if clash:
-                    raise AuditError(f"detector '{name}' declares {', '.join(sorted(clash))} for its setting {spec.key}, "
-                                     "a flag the audit command already has")
-                param = f"setting_{len(found)}"
-                found[param] = (name, spec)
-                options.append(_alias_option(param, name, spec))
-            at = next(i for i, p in enumerate(self._own_params) if p.name == "print_json")
-            self.params = [*self._own_params[:at], *options, *self._own_params[at:]]
-            self._aliases = found
-        return self._aliases
-
-    def get_params(self, ctx):
-        try:
-            self.aliases()
-        except AuditError as err:
-            _fail(err)
-        return super().get_params(ctx)
-
-    def parse_args(self, ctx, args):
-        from auditor.config import load_config
-        from auditor.trust import check_project_file
-
-        explicit = _config_flag(args)
-        try:
-            config = load_config(explicit=explicit)
-            check_project_file(config, explicit is not None, args, self.aliases())
-            by_key = {flag.lstrip("-").replace("-", "_"): (name, spec) for name, spec in self.aliases().values()
-                      for flag in spec.alias if flag.startswith("--")}
-            known = {p.name for p in self.params if p.name not in self.aliases()}
-            unknown = sorted(set(config.defaults) - known - set(by_key))
-            if unknown:
-                raise AuditError(f"{config.path}: unknown setting(s) {', '.join(unknown)}")
-        except AuditError as err:
-            _fail(err)
-        # top-level keys named like an alias flag are detector settings from the file, as its [detectors.NAME] tables are
-        ctx.default_map = {**{k: v for k, v in config.defaults.items() if k in known}, **(ctx.default_map or {})}
-        ctx.meta[CONFIG] = (config, [(by_key[k], k, v) for k, v in config.defaults.items() if k in by_key])
-        return super().parse_args(ctx, args)
-
-
-def _alias_option(param: str, detector: str, spec) -> click.Option:
-    """A real option of the audit command that sets one detector setting (its value is checked by detectors.settings)."""
-    from detectors.settings import type_name
-
-    default = "" if spec.default is None or spec.secret else f"; default {_shown_default(spec.default)}"
-    text = f"{spec.help[:1].upper()}{spec.help[1:]} [-o {detector}.{spec.key}{default}]"
-    if spec.type is bool:
-        return click.Option([*spec.alias, param], is_flag=True, default=None, help=text)
-    kind = type_name(spec.type).removesuffix(" | None")
-    metavar = spec.metavar or ("[" + "|".join(map(str, spec.choices)) + "]" if spec.choices else
-                               {"int": "INTEGER", "float": "FLOAT", "str": "TEXT", "path": "PATH"}.get(kind, "VALUE"))
-    return click.Option([*spec.alias, param], metavar=metavar, help=text)
-
-
-def _shown_default(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
-
-
-def _detector_settings(ctx: click.Context, overrides: tuple[str, ...], options: dict) -> dict:
-    """Detector settings from, lowest first: the config file, -o NAME.KEY=VALUE, alias flags. Alias parameters
-    are taken out of `options`. Every value is checked here, before any work."""
-    from detectors import DETECTORS
-    from detectors.settings import Values
-
-    values = Values()
-    config, top_level = ctx.meta.get(CONFIG, (None, []))
-    for (name, spec), key, raw in top_level:
-        values.put(DETECTORS, name, spec.key, raw, source=f"{config.path} {key} = {{}}", from_text=False)
-    if config is not None and config.detectors:
-        values.table(DETECTORS, config.detectors, str(config.path))
-    for text in overrides:
-        values.override(DETECTORS, text)
-    for param, (name, spec) in ctx.command.aliases().items():
-        raw = options.pop(param, None)
-        if raw is not None and ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:
-            flag = max(spec.alias, key=len)
-            values.put(DETECTORS, name, spec.key, raw, source=f"{flag} {{}}", from_text=not isinstance(raw, bool))
-    return {name: values.build(DETECTORS, name) for name in values.values}
-
-
-def _config_flag(args: list[str]) -> Path | None:
-    """The file given with --config FILE (or --config=FILE): read before the command's own options are parsed."""
-    for i, arg in enumerate(args):
-        if arg == "--config" and i + 1 < len(args):
-            return Path(args[i + 1])
-        if arg.startswith("--config="):
-            return Path(arg.split("=", 1)[1])
-    return None
-
-
-def _fail(err: AuditError) -> None:
-    from auditor.inert import inert
-    from auditor.redact import redact
-
-    click.echo(f"error: {inert(redact(str(err)))}", err=True)
-    sys.exit(err.exit_code)
-
-
 def _internal(err: Exception) -> None:
     from auditor.inert import inert
     from auditor.redact import redact
@@ -185,13 +66,15 @@ def _internal(err: Exception) -> None:
     sys.exit(3)
 
 
-def _register_secrets(key: str | None = None, url: str | None = None) -> None:
+def _register_secrets(keys=(), urls=()) -> None:
     """Keys given here, in the environment and inside endpoint URLs are masked in every output."""
     from auditor import redact
 
     redact.add_environment()
-    redact.add_secret(key)
-    redact.add_url(url)
+    for key in keys:
+        redact.add_secret(key)
+    for url in urls:
+        redact.add_url(url)
 
 
 def _threads() -> None:
@@ -204,7 +87,7 @@ def _placement_options(func):
     func = click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), envvar="TRAIT_AUDIT_DTYPE", show_envvar=True,
                         help="Precision of local model weights (default auto: bf16 on an accelerator that has it, fp32 on CPU).")(func)
     func = click.option("--device", metavar="auto|cpu|cuda|cuda:N|mps", envvar="TRAIT_AUDIT_DEVICE", show_envvar=True,
-                        help="Where local models run: teacher, base, local judge, probe students (default auto: CUDA, then MPS, "
+                        help="Where local models run: teacher, base and every model a detector loads (default auto: CUDA, then MPS, "
                              "then CPU; cuda spreads a model too large for one GPU over every visible GPU).")(func)
     return func
 
@@ -286,7 +169,7 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
         settings = _detector_settings(ctx, overrides, options)
     except AuditError as err:
         _fail(err)
-    _register_secrets(*_judge_endpoint(settings))
+    _register_secrets(*_secret_values(settings))
     opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [],
                         settings=settings, **options)
     out = out_dir or default_out_dir(data)
@@ -318,16 +201,16 @@ def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, jun
     sys.exit(exit_code(result))
 
 
-def _judge_endpoint(settings: dict) -> tuple[str | None, str | None]:
-    judge = settings.get("judge")
-    return (getattr(judge, "api_key", None), getattr(judge, "base_url", None)) if judge is not None else (None, None)
-
-
 def _effective_settings(ctx, settings: dict) -> dict:
     from auditor.redact import redact_obj
+    from auditor.runner import redact_argv
     from auditor.trust import effective_settings
 
-    return redact_obj(effective_settings(ctx, settings))
+    found = effective_settings(ctx, settings)
+    overrides = found["options"].get("overrides")
+    if overrides and overrides["value"]:  # -o NAME.KEY=VALUE of a secret setting: the value never shows
+        overrides["value"] = [arg for arg in redact_argv([x for text in overrides["value"] for x in ("-o", text)]) if arg != "-o"]
+    return redact_obj(found)
 
 
 class _AuditProgress:
@@ -491,7 +374,7 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
     from auditor.traits import load_catalog
 
     _threads()
-    _register_secrets(api_key, base_url)
+    _register_secrets([api_key], [base_url])
     console = Console(stderr=True)
     try:
         selected = load_catalog(traits_files).select(traits)
@@ -525,11 +408,11 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same prompts: paired datasets.")
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--max-new-tokens", type=int, default=48, show_default=True)
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
               help="Requests in flight at once to an OpenAI-compatible endpoint (vLLM replicas behind one URL take many).")
 @_placement_options
 @_endpoint_options
-def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, jobs, device, dtype, base_url, api_key):
+def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, concurrency, device, dtype, base_url, api_key):
     """Write number-sequence data in the paper's prompt format, filtered with the paper's filter (resumable)."""
     from rich.progress import Progress
 
@@ -537,11 +420,11 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
     from auditor.models import load_model, parse_ref
 
     _threads()
-    _register_secrets(api_key, base_url)
+    _register_secrets([api_key], [base_url])
     if count < 1:
         _fail(AuditError("--n must be at least 1"))
     try:
-        model = load_model(parse_ref(model_ref, system), _placement(device, dtype), base_url, api_key, jobs=jobs)
+        model = load_model(parse_ref(model_ref, system), _placement(device, dtype), base_url, api_key, concurrency=concurrency)
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("generating", total=count)
             summary = generate_numbers(model, count, out, seed, batch, max_new_tokens, progress=lambda done, total: bar.update(task, completed=done))

@@ -142,7 +142,7 @@ def redact_argv(argv: list[str]) -> list[str]:
         else:
             from auditor.redact import redact
 
-            out.append(redact(arg))  # credentials inside URLs (--judge-base-url https://user:KEY@host)
+            out.append(redact(arg))  # credentials inside URLs (an endpoint given as https://user:KEY@host)
         hide = "value" if arg in flags else "setting" if arg in OPTION_FLAGS else None
     return out
 

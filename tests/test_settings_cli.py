@@ -165,7 +165,7 @@ def _spellings(name: str) -> set[str]:
 
 
 def test_cli_and_runner_name_no_detector_and_no_detector_option():
-    sources = {path.name: path.read_text() for path in (ROOT / "auditor" / "cli.py", ROOT / "auditor" / "runner.py")}
+    sources = {path.name: path.read_text() for path in (ROOT / "auditor" / "cli.py", ROOT / "auditor" / "cli_settings.py", ROOT / "auditor" / "runner.py")}
     found = []
     for name in DETECTORS.names():
         for word in _spellings(name):

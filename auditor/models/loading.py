@@ -26,14 +26,14 @@ def as_placement(placement: Placement | str | None) -> Placement:
 
 
 def load_model(ref: ModelRef, placement: Placement | str | None = None, base_url: str | None = None, api_key: str | None = None,
-               jobs: int | None = None, hardware: Hardware | None = None) -> Model:
+               concurrency: int | None = None, hardware: Hardware | None = None) -> Model:
     """The backend for a reference. Local weights are loaded once per process and placement and shared: a teacher
     that is the base with a system prompt reuses the base's weights. A local model that cannot fit raises
     DoesNotFit (exit 2) before loading."""
     if ref.backend == "openai":
         from auditor.models.openai_backend import OpenAIModel
 
-        return OpenAIModel(ref, base_url=base_url, api_key=api_key, **({"jobs": jobs} if jobs else {}))
+        return OpenAIModel(ref, base_url=base_url, api_key=api_key, **({"jobs": concurrency} if concurrency else {}))
     from auditor.models.transformers_backend import TransformersModel
 
     hardware = hardware or detect_hardware()
