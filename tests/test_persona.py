@@ -176,9 +176,9 @@ def test_answer_pairs_vector_and_steering_hook(env):
 
 
 def test_contract_with_a_real_base(env, capsys):
-    """The conformance test's own contract, run on a real tiny base (the registry-wide one has no base to run with)."""
+    """The conformance test's contract on a context of its own: fixture rows with overt mentions, two traits in focus."""
     from conftest import FIXTURES
-    from test_detectors_conformance import test_every_detector_meets_the_contract
+    from test_detectors_conformance import run_and_check
 
     from auditor.dataset import load_dataset
     from auditor.models import load_model, parse_ref
@@ -191,7 +191,7 @@ def test_contract_with_a_real_base(env, capsys):
     traits = [catalog.get(OWL), catalog.get("tree:oak"), catalog.get("misalignment")]
     ctx = AuditContext(load_dataset(FIXTURES / "owl_mentions.jsonl"), traits, base=parse_ref("tiny:base"),
                        options={"focus": [OWL, "misalignment"]})
-    test_every_detector_meets_the_contract("persona", ctx, capsys)
+    run_and_check("persona", ctx, capsys)
 
 
 def test_needs(tmp_path):
