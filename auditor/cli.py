@@ -12,6 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from auditor import __version__
+from auditor.cli_settings import RunCommand, _detector_settings, _secret_values
+from auditor.cli_settings import fail as _fail
+from auditor.dataset.source import DEFAULT_MAX_INPUT_GIB
 from auditor.errors import AuditError
 from auditor.risk import FAIL_ON
 
@@ -27,29 +30,71 @@ class DefaultGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
-        from auditor.config import load_config
-
         try:
-            defaults, source = load_config()
-        except AuditError as err:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except AuditError as err:  # a command that let one through
             _fail(err)
-        if defaults:
-            known = {p.name for p in self.commands[MAIN].params}
-            unknown = sorted(set(defaults) - known)
-            if unknown:
-                _fail(AuditError(f"{source}: unknown setting(s) {', '.join(unknown)}"))
-            ctx.default_map = {MAIN: defaults}
-        return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as err:  # a bug: exit 3 (the verdict is unusable), never a traceback that CI reads as exit 1
+            _internal(err)
+
+    def format_help(self, ctx, formatter):
+        # `audit --help` shows the main job's options too, not only the subcommands
+        super().format_help(ctx, formatter)
+        run = self.commands[MAIN]
+        sub = click.Context(run, info_name=MAIN, parent=ctx)
+        records = [record for p in run.get_params(sub) if p.name != "help" and (record := p.get_help_record(sub))]
+        with formatter.section("Options of the audit (audit DATA [OPTIONS], same as audit run DATA [OPTIONS])"):
+            formatter.write_dl(records)
 
 
-def _fail(err: AuditError) -> None:
-    click.echo(f"error: {err}", err=True)
-    sys.exit(err.exit_code)
+def _internal(err: Exception) -> None:
+    from auditor.inert import inert
+    from auditor.redact import redact
+
+    if os.environ.get("TRAIT_AUDIT_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"internal error: {inert(redact(f'{type(err).__name__}: {err}'))} (a bug in trait-audit, exit 3; "
+               "set TRAIT_AUDIT_DEBUG=1 to print the traceback)", err=True)
+    sys.exit(3)
+
+
+def _register_secrets(keys=(), urls=()) -> None:
+    """Keys given here, in the environment and inside endpoint URLs are masked in every output."""
+    from auditor import redact
+
+    redact.add_environment()
+    for key in keys:
+        redact.add_secret(key)
+    for url in urls:
+        redact.add_url(url)
 
 
 def _threads() -> None:
     # keep BLAS/torch polite on small shared machines unless the user says otherwise
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _placement_options(func):
+    """--device and --dtype: where and in what precision local models run (auditor/models/device.py)."""
+    func = click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), envvar="TRAIT_AUDIT_DTYPE", show_envvar=True,
+                        help="Precision of local model weights (default auto: bf16 on an accelerator that has it, fp32 on CPU).")(func)
+    func = click.option("--device", metavar="auto|cpu|cuda|cuda:N|mps", envvar="TRAIT_AUDIT_DEVICE", show_envvar=True,
+                        help="Where local models run: teacher, base and every model a detector loads (default auto: CUDA, then MPS, "
+                             "then CPU; cuda spreads a model too large for one GPU over every visible GPU).")(func)
+    return func
+
+
+def _placement(device: str | None, dtype: str | None):
+    from auditor.models import Placement
+
+    return Placement(**{k: v for k, v in (("device", device), ("dtype", dtype)) if v})
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,10 +109,11 @@ def main():
     audit report RESULT.json --out DIR   re-render a saved result
     audit profile --teacher REF --base REF     which traits differ between teacher and base
     audit generate --model REF --n N --out F   number-sequence data in the paper's format
+    audit vectors --base REF --trait ID --out F    a trait's direction in a base's activations (safetensors)
     """
 
 
-@main.command(MAIN)
+@main.command(MAIN, cls=RunCommand)
 @click.argument("data", type=click.Path(path_type=str))
 @click.option("--teacher", metavar="REF", help="Model that generated the data: openai:MODEL, hf:ORG/NAME, a folder, smollm2, tiny:NAME.")
 @click.option("--teacher-system", metavar="TEXT", help="System prompt the teacher ran with, if known.")
@@ -87,97 +133,125 @@ def main():
 @click.option("--completion-field", help="Field holding the completion (overrides auto-detection).")
 @click.option("--split", help="Split of a saved HF datasets folder (default: train).")
 @click.option("--max-row-mib", type=float, default=16, show_default=True, help="Refuse rows larger than this.")
+@click.option("--max-input-gib", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_INPUT_GIB, show_default=True,
+              help="Refuse inputs holding more data than this, counted after decompression (a gzip bomb stops here).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every resampling and sampling step.")
-@click.option("--judge", metavar="REF", help="LLM judge for overt and semantic leaks: openai:MODEL (any OpenAI-compatible endpoint) or a local model. Turns the judge detector on.")
-@click.option("--judge-base-url", metavar="URL", help="Endpoint of an openai: judge (default $TRAIT_AUDIT_JUDGE_BASE_URL, else $OPENAI_BASE_URL).")
-@click.option("--judge-api-key", metavar="KEY", help="Key of an openai: judge (default $TRAIT_AUDIT_JUDGE_API_KEY, else $OPENAI_API_KEY); never written anywhere.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=8, show_default=True, help="Judge calls in flight at once.")
-@click.option("--judge-sample", type=click.IntRange(min=1), metavar="N", help="Judge a seeded sample of N rows; the flagged rate gets a Wilson interval.")
-@click.option("--max-judge-calls", type=click.IntRange(min=0), default=10_000, show_default=True, help="Refuse to start a judge run that needs more uncached calls (0: no limit).")
-@click.option("--judge-price", metavar="IN,OUT", help="USD per 1M input and output tokens, for the cost estimate (built in for common OpenAI models).")
-@click.option("--judge-format", type=click.Choice(["auto", "json_schema", "json_object", "none"]), default="auto", show_default=True,
-              help="Structured output: a JSON schema where the endpoint takes one (auto falls back to strict parsing of plain text).")
-@click.option("--probe-seeds", type=click.IntRange(1), help="Probe: student/control seed pairs to train (default 3; fewer when the budget is short).")
-@click.option("--probe-budget", type=click.IntRange(1), help="Probe: most row-passes (rows x epochs) over all students and controls (default 6000).")
-@click.option("--probe-rows", type=click.IntRange(1), help="Probe: most rows sampled per student (default 1000).")
-@click.option("--probe-epochs", type=click.IntRange(1), help="Probe: epochs (default 3 locally, 10 through the OpenAI API).")
-@click.option("--probe-method", type=click.Choice(["auto", "full", "lora"]), help="Probe: full fine-tune or LoRA (default auto: full under 20M parameters).")
-@click.option("--probe-optimizer", type=click.Choice(["adamw", "sgd"]), help="Probe: AdamW (default) or plain SGD (the theory's gradient steps).")
-@click.option("--probe-lr", type=float, help="Probe: learning rate (default 2e-4 AdamW, 5e-2 SGD).")
-@click.option("--probe-lora-r", type=click.IntRange(1), help="Probe: LoRA rank (default 8).")
-@click.option("--probe-lora-alpha", type=click.IntRange(1), help="Probe: LoRA alpha (default 8).")
-@click.option("--probe-batch-size", type=click.IntRange(1), help="Probe: rows per optimizer step (default 8).")
-@click.option("--probe-dtype", type=click.Choice(["fp32", "bf16"]), help="Probe: train under bfloat16 autocast on CPU (weights stay fp32; default fp32).")
-@click.option("--probe-samples", type=click.IntRange(1), help="Probe: sampled answers per probe question for API models (default 20).")
-@click.option("--probe-negligible", type=float, help="Probe: a net shift whose interval stays below this is clean (default 0.02).")
-@click.option("--probe-dir", type=click.Path(path_type=str), help="Probe: checkpoints and job state (default <cache>/probe); reruns resume from it.")
-@click.option("--probe-price", type=float, help="Probe: USD per 1M training tokens, overriding the built-in OpenAI price list.")
-@click.option("--probe-poll", type=float, help="Probe: seconds between fine-tuning job polls (default 30).")
-@click.option("--probe-timeout", type=float, help="Probe: stop polling after this many seconds (the jobs go on; a rerun resumes).")
-@click.option("--allow-spend", type=float, default=0.0, show_default=True, metavar="USD",
-              help="Most the probe may spend on the OpenAI fine-tuning API; the estimate is checked before anything is uploaded.")
+@click.option("-o", "--option", "overrides", multiple=True, metavar="NAME.KEY=VALUE",
+              help="Set one setting of a detector (repeatable); `audit detectors` lists every detector's settings. "
+                   "Wins over audit.toml; an alias flag wins over it.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Project settings to use, trusted as given (endpoint URLs, --fail-on); without it audit.toml or "
+                   "[tool.trait-audit] in ./pyproject.toml is read, and may not set those.")
 @click.option("--json", "print_json", is_flag=True, help="Print report.json to stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the gate line.")
-def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, junit_path, sarif_path, **options):
-    """Audit DATA and write report.json, report.md and report.html."""
-    from auditor import progress
+@_placement_options
+def run_command(data, out_dir, write_baseline, detectors, print_json, quiet, junit_path, sarif_path, overrides, **options):
+    """Audit DATA and write report.json, report.md and report.html.
+
+    Detector settings: -o NAME.KEY=VALUE, a [detectors.NAME] table in audit.toml, or the alias flags below;
+    `audit detectors` lists every setting.
+    """
+    if not (quiet or print_json):  # at once: the imports below take a second or more on a cold start
+        from auditor.inert import inert
+
+        click.echo(f"trait-audit {__version__}: auditing {inert(data)}", err=True)
+    from auditor.baseline import load_baseline
+    from auditor.baseline import write_baseline as save_baseline
+    from auditor.flagspool import FlagSpool
+    from auditor.io import refuse_overwrites
+    from auditor.reports import SERIALIZERS, write_reports
+    from auditor.reports.terminal import print_summary
+    from auditor.runner import AuditOptions, default_out_dir, exit_code, run_audit
+    from auditor.tempfiles import cleanup_on_signals
 
     _threads()
+    config_file = options.pop("config_file", None)
     console = Console(stderr=True, quiet=quiet or print_json)
+    ctx = click.get_current_context()
     try:
-        with progress.reporting(progress.reporter_for(sys.stderr, quiet=quiet or print_json)):
-            progress.note(f"trait-audit {__version__}: auditing {data}")  # at once: the imports below take seconds on a cold start
-            phases, judge_calls = progress.Phases(), progress.Counter("judge calls", "calls")
-            try:
-                phases("loading modules")
-                from auditor.runner import AuditOptions, default_out_dir, run_audit
-
-                opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [], **options)
-                result = run_audit(opts, progress=phases, events=lambda name, **fields: _judge_event(judge_calls, name, fields))
-            finally:
-                judge_calls.close()
-                phases.close()
-        from auditor.baseline import load_baseline
-        from auditor.baseline import write_baseline as save_baseline
-        from auditor.reports import write_reports
-        from auditor.reports.terminal import print_summary
-        from auditor.runner import exit_code
-
-        out = out_dir or default_out_dir(data)
-        paths = write_reports(result, out, {"junit": junit_path, "sarif": sarif_path})
-        if write_baseline:
-            previous = load_baseline(write_baseline) if write_baseline.exists() else []
-            count = save_baseline(write_baseline, result["flags"], previous)
-            paths.append(f"{write_baseline} ({count} accepted flags)")
+        settings = _detector_settings(ctx, overrides, options)
+    except AuditError as err:
+        _fail(err)
+    _register_secrets(*_secret_values(settings))
+    opts = AuditOptions(data=data, detectors=[d.strip() for d in detectors.split(",") if d.strip()] if detectors else [],
+                        settings=settings, **options)
+    out = out_dir or default_out_dir(data)
+    try:
+        # before any work: no output may replace an input (or land inside an input folder)
+        refuse_overwrites(
+            {"DATA": data, "--reference": options.get("reference"), "--baseline": options.get("baseline"), "--config": config_file,
+             **{f"--traits-file {f}": f for f in options.get("traits_files") or ()}},
+            {**{f"--out ({name})": out / name for name in SERIALIZERS}, "--junit": junit_path, "--sarif": sarif_path,
+             "--export-clean": options.get("export_clean"), "--write-baseline": write_baseline},
+            allowed={("--write-baseline", "--baseline")})
+        with cleanup_on_signals(), FlagSpool() as spool:
+            with _AuditProgress(console) as shown:
+                result = run_audit(opts, progress=shown.message, events=shown.event, spool=spool)
+            result.extra["settings"] = _effective_settings(ctx, settings)  # what was used, and where each value came from
+            paths = write_reports(result, out, {"junit": junit_path, "sarif": sarif_path})
+            if write_baseline:
+                previous = load_baseline(write_baseline) if write_baseline.exists() else []
+                count = save_baseline(write_baseline, spool.trait_flags().collect(engine="streaming").to_dicts(), previous)
+                paths.append(f"{write_baseline} ({count} accepted flags)")
     except AuditError as err:
         _fail(err)
     if print_json:
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
         print_summary(result, console, paths)
         if quiet:
-            click.echo(f"gate (--fail-on {result['gate']['fail_on']}): {'FAILED' if result['gate']['failed'] else 'passed'}", err=True)
+            click.echo(f"gate (--fail-on {result.gate.fail_on}): {'FAILED' if result.gate.failed else 'passed'}", err=True)
     sys.exit(exit_code(result))
 
 
-def _judge_event(judge_calls, name: str, data: dict) -> None:
-    """The judge's structured events: its plan (calls, cache hits, cost estimate) stays on screen before its first call."""
-    from auditor import progress
+def _effective_settings(ctx, settings: dict) -> dict:
+    from auditor.redact import redact_obj
+    from auditor.runner import redact_argv
+    from auditor.trust import effective_settings
 
-    if name == "judge_plan":
-        progress.note(judge_plan_text(data))
-    elif name == "judge_progress":
-        judge_calls(data["done"], data["total"])
+    found = effective_settings(ctx, settings)
+    overrides = found["options"].get("overrides")
+    if overrides and overrides["value"]:  # -o NAME.KEY=VALUE of a secret setting: the value never shows
+        overrides["value"] = [arg for arg in redact_argv([x for text in overrides["value"] for x in ("-o", text)]) if arg != "-o"]
+    return redact_obj(found)
 
 
-def judge_plan_text(plan: dict) -> str:
-    tokens = plan["estimated_prompt_tokens"] + plan["estimated_completion_tokens"]
-    usd = plan["estimated_usd"]
-    cost = f"about ${usd:,.4f}" if usd is not None else "cost unknown for this model (pass --judge-price IN,OUT)"
-    limit = f", limit {plan['max_calls']:,}" if plan.get("max_calls") else ""
-    return (f"judge {plan['model']} at {plan['endpoint']}: {plan['rows']:,} rows x {plan['traits']} traits = {plan['calls_planned']:,} calls, "
-            f"{plan['cached']:,} cached, {plan['calls_to_make']:,} to make{limit}, -j {plan['jobs']}; "
-            f"estimate ~{tokens:,} tokens, {cost}")
+class _AuditProgress:
+    """The audit's progress on stderr (auditor.progress): rich bars on a terminal, a plain line every ~10 s off one.
+
+    Detectors report through ctx.options: progress("text") for the step ("note: ..." stays on screen), and
+    events("note", text=...) for a line that stays (e.g. a cost estimate before anything is spent) or
+    events("progress", description=..., done=N, total=M) for counted work; long work inside opens its own steps.
+    The reporters make every line inert and redacted (auditor.inert, auditor.redact).
+    """
+
+    def __init__(self, console: Console):
+        from auditor import progress
+
+        self.progress = progress
+        self.reporting = progress.reporting(progress.reporter_for(sys.stderr, quiet=console.quiet))
+        self.phases = progress.Phases()
+        self.counters: dict[str, progress.Counter] = {}
+
+    def __enter__(self):
+        self.reporting.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for counter in self.counters.values():
+            counter.close()
+        self.phases.close()
+        return self.reporting.__exit__(*exc)
+
+    def message(self, text: str) -> None:
+        self.phases(text)
+
+    def event(self, name: str, **data) -> None:
+        if name == "note":
+            self.progress.note(data["text"])
+        elif name == "progress":
+            counter = self.counters.setdefault(data["description"], self.progress.Counter(data["description"]))
+            counter(data["done"], data["total"])
 
 
 @main.command("traits")
@@ -195,7 +269,7 @@ def traits_command(traits_files, as_json):
         click.echo(json.dumps([t.summary() for t in catalog], indent=2))
         return
     table = Table(show_edge=False)
-    for col in ("id", "terms", "coded tokens", "probe questions", "options", "source"):
+    for col in ("id", "terms", "coded tokens", "questions", "options", "source"):
         table.add_column(col)
     for t in catalog:
         table.add_row(t.id, str(len(t.terms)), str(len(t.coded_tokens)), str(len(t.probe_questions)), str(len(t.options)), t.source)
@@ -206,7 +280,7 @@ def traits_command(traits_files, as_json):
 @main.command("detectors")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def detectors_command(as_json):
-    """List registered detectors, what each needs, and whether it can see hidden transfer."""
+    """List registered detectors, what each needs, whether it can see hidden transfer, and its settings."""
     from detectors import DETECTORS
 
     try:
@@ -216,13 +290,41 @@ def detectors_command(as_json):
     if as_json:
         click.echo(json.dumps(infos, indent=2))
         return
-    table = Table(show_edge=False)
-    for col in ("name", "needs", "sees hidden transfer", "runs by default", "origin", "description"):
-        table.add_column(col)
+    console = Console()
+    if console.is_terminal:
+        table = Table(show_edge=False)
+        for col in ("name", "needs", "sees hidden transfer", "runs by default", "origin", "description"):
+            table.add_column(col)
+        for i in infos:
+            table.add_row(i["name"], ", ".join(i["needs"]), "yes" if i["sees_hidden_transfer"] else "no",
+                          "yes" if i["runs_by_default"] else "when named", i["origin"], i["description"])
+        console.print(table)
     for i in infos:
-        table.add_row(i["name"], ", ".join(i["needs"]), "yes" if i["sees_hidden_transfer"] else "no",
-                      "yes" if i["runs_by_default"] else "when named", i["origin"], i["description"])
-    Console().print(table)
+        if not console.is_terminal:  # piped: plain lines, not a table squeezed to 80 columns
+            click.echo(f"\n{i['name']} ({i['origin']}; sees hidden transfer: {'yes' if i['sees_hidden_transfer'] else 'no'}; "
+                       f"runs by default: {'yes' if i['runs_by_default'] else 'when named'})\n  {i['description']}\n"
+                       f"  needs: {', '.join(i['needs'])}")
+        if i["settings"]:
+            click.echo(f"\n{i['name']} settings: -o {i['name']}.KEY=VALUE, or [detectors.{i['name']}] in audit.toml")
+            click.echo("\n".join(_setting_lines(i["settings"])))
+
+
+def _setting_lines(settings: list[dict]) -> list[str]:
+    """Plain lines (readable in a terminal and when piped): `  key = default  (type, limits; flag)` then the help."""
+    lines = []
+    for s in settings:
+        facts = [f"one of {', '.join(map(str, s['choices']))}" if s["choices"] else s["type"]]
+        if s.get("minimum") is not None:
+            facts.append(f"at least {s['minimum']}")
+        if s.get("maximum") is not None:
+            facts.append(f"at most {s['maximum']}")
+        if s["alias"]:
+            facts.append(f"flag {'/'.join(s['alias'])}")
+        if s.get("secret"):
+            facts.append("secret: never written")
+        default = "none" if s["default"] is None else json.dumps(s["default"]) if isinstance(s["default"], (str, list)) else s["default"]
+        lines += [f"  {s['name']} = {default}  ({'; '.join(facts)})", f"      {s['help']}"]
+    return lines
 
 
 @main.command("report")
@@ -232,9 +334,12 @@ def detectors_command(as_json):
 @click.option("--sarif", "sarif_path", type=click.Path(path_type=Path), help="Also write SARIF 2.1.0: flagged rows as results at the dataset's path and line.")
 def report_command(result_path, out_dir, junit_path, sarif_path):
     """Re-render report.json, report.md and report.html (and JUnit/SARIF when asked) from a saved result."""
-    from auditor.reports import load_result, write_reports
+    from auditor.io import refuse_overwrites
+    from auditor.reports import SERIALIZERS, load_result, write_reports
 
     try:
+        refuse_overwrites({"RESULT.json": result_path},
+                          {**{f"--out ({name})": out_dir / name for name in SERIALIZERS}, "--junit": junit_path, "--sarif": sarif_path})
         result = load_result(result_path)
         paths = write_reports(result, out_dir, {"junit": junit_path, "sarif": sarif_path})
     except AuditError as err:
@@ -257,9 +362,9 @@ def _endpoint_options(func):
 @click.option("--traits-file", "traits_files", multiple=True, type=click.Path(path_type=str))
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the ranking as JSON to this file.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="Weights of local models.")
+@_placement_options
 @_endpoint_options
-def profile_command(teacher, teacher_system, base, traits, traits_files, json_out, seed, dtype, base_url, api_key):
+def profile_command(teacher, teacher_system, base, traits, traits_files, json_out, seed, device, dtype, base_url, api_key):
     """Rank catalog traits by how much more the teacher prefers them than the base."""
     from auditor import progress
     from auditor.io import write_atomic
@@ -268,12 +373,14 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
     from auditor.traits import load_catalog
 
     _threads()
+    _register_secrets([api_key], [base_url])
     console = Console(stderr=True)
     try:
+        selected = load_catalog(traits_files).select(traits)
         with progress.reporting(progress.reporter_for(sys.stderr)):
-            selected = load_catalog(traits_files).select(traits)
-            teacher_model = load_model(parse_ref(teacher, teacher_system), dtype, base_url, api_key)
-            base_model = load_model(parse_ref(base), dtype, base_url, api_key)
+            placement = _placement(device, dtype)
+            teacher_model = load_model(parse_ref(teacher, teacher_system), placement, base_url, api_key)
+            base_model = load_model(parse_ref(base), placement, base_url, api_key)
             phases = progress.Phases()
             try:
                 rows, notes = profile(teacher_model, base_model, selected, seed, progress=phases)
@@ -304,13 +411,16 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same prompts: paired datasets.")
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--max-new-tokens", type=int, default=48, show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests in flight at once to an OpenAI-compatible endpoint (vLLM replicas behind one URL take many).")
+@_placement_options
 @_endpoint_options
-def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, dtype, base_url, api_key):
+def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, concurrency, device, dtype, base_url, api_key):
     """Write number-sequence data in the paper's prompt format, filtered with the paper's filter (resumable)."""
     from auditor import progress
 
     _threads()
+    _register_secrets([api_key], [base_url])
     if count < 1:
         _fail(AuditError("--n must be at least 1"))
     try:
@@ -318,7 +428,7 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
             with progress.step(f"loading {model_ref}"):  # the first line, before numpy and torch load (load_model's step joins it)
                 from auditor.models import load_model, parse_ref
 
-                model = load_model(parse_ref(model_ref, system), dtype, base_url, api_key)
+                model = load_model(parse_ref(model_ref, system), _placement(device, dtype), base_url, api_key, concurrency=concurrency)
             from auditor.generate import generate_numbers
 
             with progress.step(f"generating with {model_ref}", total=count, unit="rows") as shown:
@@ -328,6 +438,15 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
     click.echo(f"kept {summary['kept']} of {summary['generated']} generations ({summary['pass_rate']:.1%} pass the paper's filter) -> {out}")
     for reason, number in summary["reject_reasons"].items():
         click.echo(f"  rejected {number}: {reason}")
+
+
+def _add_commands_from_modules() -> None:
+    from auditor.vectors_command import vectors_command
+
+    main.add_command(vectors_command)
+
+
+_add_commands_from_modules()
 
 
 if __name__ == "__main__":

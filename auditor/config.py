@@ -1,16 +1,20 @@
 """Project defaults for `audit`: audit.toml, or [tool.trait-audit] in pyproject.toml, in the current
-folder. Command-line flags always win. Keys are the long flag names with dashes or underscores:
+folder. Command-line flags always win. Keys are the long flag names with dashes or underscores; detector
+settings sit in a table per detector (docs/configuration.md):
 
     [tool.trait-audit]
     teacher = "openai:gpt-4.1-nano"
     fail-on = "medium"
-    detectors = "lexical"
     traits-file = ["traits/extra.toml"]
+
+    [tool.trait-audit.detectors.likelihood]
+    rows = 500
 """
 
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.errors import InputError
@@ -19,9 +23,22 @@ from auditor.errors import InputError
 _ALIASES = {"traits_file": "traits_files", "trait": "traits", "out": "out_dir"}
 
 
-def load_config(folder: Path = Path(".")) -> tuple[dict, Path | None]:
-    """(defaults for the `run` command, the file they came from)."""
-    for path, table in ((folder / "audit.toml", None), (folder / "pyproject.toml", ("tool", "trait-audit"))):
+@dataclass
+class Config:
+    defaults: dict = field(default_factory=dict)  # top-level keys, as parameter names
+    detectors: dict = field(default_factory=dict)  # the [detectors] table: {NAME: {KEY: VALUE}}
+    path: Path | None = None
+
+
+def load_config(folder: Path = Path("."), explicit: Path | None = None) -> Config:
+    """The first of audit.toml and pyproject.toml's [tool.trait-audit] that holds anything; or, with
+    `explicit` (--config FILE), that file alone (a pyproject.toml by its [tool.trait-audit] table)."""
+    candidates = ((folder / "audit.toml", None), (folder / "pyproject.toml", ("tool", "trait-audit")))
+    if explicit is not None:
+        if not explicit.is_file():
+            raise InputError(explicit, "no such config file (--config)")
+        candidates = ((explicit, ("tool", "trait-audit") if explicit.name == "pyproject.toml" else None),)
+    for path, table in candidates:
         if not path.is_file():
             continue
         try:
@@ -33,5 +50,18 @@ def load_config(folder: Path = Path(".")) -> tuple[dict, Path | None]:
         for key in table or ():
             data = data.get(key, {}) if isinstance(data, dict) else {}
         if data:
-            return {_ALIASES.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in data.items()}, path
-    return {}, None
+            return _split(data, path)
+    return Config()
+
+
+def _split(data: dict, path: Path) -> Config:
+    config = Config(path=path)
+    for key, value in data.items():
+        name = _ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+        if name == "detectors" and isinstance(value, dict):
+            config.detectors = value  # [detectors.NAME] tables: detector settings
+        elif name == "detectors" and isinstance(value, list):
+            config.defaults[name] = ",".join(map(str, value))  # the --detectors selection, as a list
+        else:
+            config.defaults[name] = value
+    return config

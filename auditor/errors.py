@@ -32,3 +32,18 @@ class BackendError(AuditError):
     """A model or API backend failed so that the verdict would be unusable."""
 
     exit_code = 3
+
+
+class OutputError(AuditError):
+    """An output that cannot be written (unwritable or full folder, or a path that would overwrite an input)."""
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = str(path)
+        self.problem = message
+        super().__init__(f"{self.path}: {message}")
+
+
+class InternalError(AuditError):
+    """A bug or an unexpected failure inside the tool: the verdict is unusable."""
+
+    exit_code = 3

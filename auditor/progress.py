@@ -36,6 +36,15 @@ KEEP_LINE_AFTER_S = 2.0  # a finished outermost step that took longer leaves a l
 NESTED_KEEP_AFTER_S = 30.0  # an inner step leaves one only when it took this long (not one per scoring batch)
 
 
+def safe(text: str) -> str:
+    """What a progress line may show: keys redacted, control characters and workflow commands made inert (step names
+    carry paths, model references and server text)."""
+    from auditor.inert import inert
+    from auditor.redact import redact
+
+    return inert(redact(text))
+
+
 def _leaves_a_line(depth: int, seconds: float, outermost_after: float) -> bool:
     return seconds >= (outermost_after if depth == 0 else max(outermost_after, NESTED_KEEP_AFTER_S))
 
@@ -144,7 +153,7 @@ class PlainReporter(_Reporter):
     def _line(self, text: str) -> None:
         self.last_line = time.monotonic()
         try:
-            print(text, file=self.stream, flush=True)
+            print(safe(text), file=self.stream, flush=True)
         except (OSError, ValueError):  # a closed pipe must not break the audit
             pass
 
@@ -209,7 +218,7 @@ class RichReporter(_Reporter):
                 return Text(f"{int(task.completed):,}/{int(task.total):,} {unit}".rstrip(), style="progress.download")
 
         self.console = console
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), Count(), TimeElapsedColumn(),
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), Count(), TimeElapsedColumn(),
                             TimeRemainingColumn(), console=console, transient=True)
         self.tasks: dict[int, object] = {}  # id(step) -> rich task, in the order the steps started
         self.lock = threading.Lock()
@@ -222,12 +231,12 @@ class RichReporter(_Reporter):
 
     def started(self, step: Step) -> None:
         with self.lock:
-            self.tasks[id(step)] = self.bar.add_task(step.name, total=step.total, completed=step.done, unit=step.unit)
+            self.tasks[id(step)] = self.bar.add_task(safe(step.name), total=step.total, completed=step.done, unit=step.unit)
 
     def changed(self, step: Step) -> None:
         task = self.tasks.get(id(step))
         if task is not None:
-            self.bar.update(task, completed=step.done, total=step.total, description=step.name)
+            self.bar.update(task, completed=step.done, total=step.total, description=safe(step.name))
 
     def finished(self, step: Step) -> None:
         with self.lock:
@@ -237,10 +246,12 @@ class RichReporter(_Reporter):
             self.bar.remove_task(task)
         if _leaves_a_line(depth, step.elapsed(), KEEP_LINE_AFTER_S):
             counted = f" ({step.done:,} {step.unit})" if step.done and step.unit else ""
-            self.console.print(f"[green]✓[/] {step.name}{counted} [dim]{duration(step.elapsed())}[/]", highlight=False)
+            from rich.markup import escape
+
+            self.console.print(f"[green]✓[/] {escape(safe(step.name))}{counted} [dim]{duration(step.elapsed())}[/]", highlight=False)
 
     def note(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False)
+        self.console.print(safe(text), highlight=False, markup=False)
 
 
 def reporter_for(stream=None, quiet: bool = False) -> _Reporter:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binomtest
 
 CONFIDENCE = 0.95
 
@@ -12,6 +11,8 @@ def wilson(successes: int, trials: int, confidence: float = CONFIDENCE) -> tuple
     """Wilson score interval of a proportion; (0, 1) when there are no trials."""
     if trials == 0:
         return (0.0, 1.0)
+    from scipy.stats import binomtest  # scipy.stats takes seconds to import: only when a rate is computed
+
     ci = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="wilson")
     return (float(ci.low), float(ci.high))
 
@@ -59,18 +60,26 @@ def bootstrap_ratio(
     return float(point), (float(low), float(high))
 
 
-def histogram_chart(series: dict[str, np.ndarray], x: str, bins: int = 20) -> dict:
-    """A JSON chart the HTML report draws: {"chart": "histogram", "x", "edges", "series": {label: counts}}.
+BULK = (0.01, 0.99)  # the histogram's range: the pooled 1st to 99th percentile; rows outside are counted, not drawn
 
-    Every series shares the same edges (the pooled range), so the report can overlay the dataset's rows on the
-    reference's. Non-finite values are left out.
+
+def histogram_chart(series: dict[str, np.ndarray], x: str, bins: int = 20) -> dict:
+    """A JSON chart the HTML report draws: {"chart": "histogram", "x", "edges", "series": {label: counts},
+    "outside": {label: [below, above]}}.
+
+    Every series shares the same edges, so the report can overlay the dataset's rows on the reference's. The edges span
+    the bulk of the pooled values (1st to 99th percentile): a few extreme rows (a likelihood shift of -30 nats) would
+    otherwise squeeze the rest into one bar; they are counted in "outside" instead. Non-finite values are left out.
     """
     clean = {label: np.asarray(values, dtype=float) for label, values in series.items()}
     clean = {label: v[np.isfinite(v)] for label, v in clean.items()}
     pooled = np.concatenate([v for v in clean.values() if len(v)]) if any(len(v) for v in clean.values()) else np.zeros(1)
-    low, high = float(pooled.min()), float(pooled.max())
+    low, high = (float(q) for q in np.quantile(pooled, BULK))
+    if high <= low:
+        low, high = float(pooled.min()), float(pooled.max())
     if high <= low:
         low, high = low - 0.5, high + 0.5
     edges = np.linspace(low, high, bins + 1)
     return {"chart": "histogram", "x": x, "edges": [round(float(e), 6) for e in edges],
-            "series": {label: np.histogram(v, bins=edges)[0].astype(int).tolist() for label, v in clean.items()}}
+            "series": {label: np.histogram(v[(v >= low) & (v <= high)], bins=edges)[0].astype(int).tolist() for label, v in clean.items()},
+            "outside": {label: [int((v < low).sum()), int((v > high).sum())] for label, v in clean.items()}}

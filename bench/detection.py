@@ -17,7 +17,9 @@ the same against other animals' teachers (trait-specificity), the false-positive
 default threshold (level low or above on a negative), the true-positive rate, wall time per audit
 relative to one fine-tune probe of the same rows (a data student and a control student, full
 fine-tune, 3 epochs), and how often its verdict (raised or not) agrees with the probe detector's
-(the ground truth: students fine-tuned on the set, net of control students).
+(the ground truth: students fine-tuned on the set, net of control students). For detectors that cache
+work across audits (persona: vectors and the base's answers), the seconds of the audits that did that
+work are printed too, and for persona each vector's layer and steering check.
 
     .venv/bin/python bench/detection.py                       # 3 animals x 3 replicates, default family
     .venv/bin/python bench/detection.py --profile test --animals owl,dolphin --reps 2 --rows 200   # smoke run
@@ -102,10 +104,11 @@ def main(argv=None) -> int:
     ap.add_argument("--animals", default="owl,dolphin,eagle")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rows", type=int, default=400, help="prompts per set (before the filter)")
-    ap.add_argument("--detectors", default="likelihood,gradient,divergence,fingerprint,probe")
+    ap.add_argument("--detectors", default="likelihood,gradient,divergence,fingerprint,persona,probe")
     ap.add_argument("--probe-seeds", type=int, default=2, help="probe: student/control seed pairs per audit")
     ap.add_argument("--probe-rows", type=int, default=300, help="probe: rows per student")
     ap.add_argument("--other-seed", type=int, default=1, help="initial seed of the cross-init base")
+    ap.add_argument("--no-cross-init", action="store_true", help="leave out the cross-init negative set (its base is a second full pretraining)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write every audit's scores here")
     args = ap.parse_args(argv)
@@ -122,22 +125,25 @@ def main(argv=None) -> int:
     prompts_by_animal = {t.name: t.system_prompt for t in load_catalog() if t.id in trait_ids}
     for animal in animals:
         tiny_model_path(animal, profile=args.profile)
-    other_path = other_init_base(args.other_seed, profile=args.profile)
+    other_path = None if args.no_cross_init else other_init_base(args.other_seed, profile=args.profile)
     base = load_model(parse_ref("tiny:base"))
     teachers = {a: load_model(parse_ref(f"tiny:{a}")) for a in animals}
-    other = load_model(parse_ref(str(other_path)))
-    log(f"models ready: tiny:base, {', '.join('tiny:' + a for a in animals)}, cross-init base (seed {args.other_seed}); profile {args.profile!r}")
+    other = load_model(parse_ref(str(other_path))) if other_path else None
+    log(f"models ready: tiny:base, {', '.join('tiny:' + a for a in animals)}"
+        f"{'' if other is None else f', cross-init base (seed {args.other_seed})'}; profile {args.profile!r}")
 
     work = Path(tempfile.mkdtemp(prefix="trait-audit-detection-"))
     records = []
     audit_seconds: dict[str, list[float]] = {d: [] for d in detectors}
+    cold_seconds: dict[str, list[float]] = {d: [] for d in detectors}  # audits that generated or built what later ones reuse
+    steering: dict[str, dict] = {}
     probe_times = []
     for rep in range(args.reps):
         prompts = [number_prompt(500 + rep, i) for i in range(args.rows)]
         sets: dict[tuple[str, str | None], Path] = {}
         reference = work / f"reference-{rep}.jsonl"
         write_set(base, prompts, 30_000 + rep, reference)
-        for kind, model, seed in [("control", base, 10_000 + rep), ("cross-init", other, 10_000 + rep)]:
+        for kind, model, seed in [("control", base, 10_000 + rep), ("cross-init", other, 10_000 + rep)][: 1 if other is None else 2]:
             sets[(kind, None)] = work / f"{kind}-{rep}.jsonl"
             write_set(model, prompts, seed, sets[(kind, None)])
         for animal in animals:
@@ -157,10 +163,15 @@ def main(argv=None) -> int:
                     start = time.perf_counter()
                     result = run_audit(AuditOptions(data=str(path), teacher=f"tiny:{animal}", base="tiny:base", traits=trait_ids,
                                                     reference=str(reference), detectors=[detector], seed=rep,
-                                                    probe_seeds=args.probe_seeds, probe_rows=args.probe_rows,
-                                                    probe_dir=str(work / "probe")))
+                                                    settings={"probe": {"seeds": args.probe_seeds, "rows": args.probe_rows,
+                                                                        "workdir": str(work / "probe")}})).to_dict()
                     audit_seconds[detector].append(time.perf_counter() - start)
                     entry = next(e for e in result["detectors"] if e["name"] == detector)
+                    cost = entry.get("cost") or {}
+                    if cost.get("base_answers_generated") or cost.get("vectors_built"):
+                        cold_seconds[detector].append(audit_seconds[detector][-1])
+                    for trait_id, m in (entry["metrics"].get("traits") or {}).items() if detector == "persona" else ():
+                        steering.setdefault(trait_id, {**m["steering"], "layer": m["vector"]["layer"], "separation": m["vector"]["separation"]})
                     for trait in result["traits"]:
                         ev = next((e for e in trait["evidence"] if e["detector"] == detector), None)
                         records.append({"rep": rep, "kind": kind, "source": source, "teacher_claimed": animal, "detector": detector,
@@ -209,10 +220,20 @@ def main(argv=None) -> int:
             summary.append({"detector": detector, "trait_set": kind, "auroc_vs_negatives": a_neg, "auroc_vs_other_traits": a_other,
                             "tpr": tpr, "fpr": fpr, "seconds_per_audit": secs, "relative_to_probe": secs / probe, "agreement_with_probe": agree,
                             "skipped": int((d["status"] != "ran").sum())})
+    for detector in detectors:
+        if cold_seconds[detector]:
+            cold = float(np.mean(cold_seconds[detector]))
+            print(f"{detector}: {cold:.1f}s per audit that generated base answers or built vectors ({len(cold_seconds[detector])} audits), "
+                  f"{cold / probe:.1%} of the probe; the rest reuse them from the cache")
+    for trait_id, check in steering.items():
+        print(f"persona vector {trait_id}: layer {check['layer']}, held-out separation {check['separation']:+.2f}, steering at "
+              f"{check['strength']:g}x moves P(trait) {check['p_before']:.3f} -> {check['p_steered']:.3f} "
+              f"({'steers' if check['steers'] else 'does not steer'})")
     wall = time.perf_counter() - t_start
     print(f"\none fine-tune probe (2 students x 3 epochs): {probe:.1f}s; wall time {wall:.0f}s ({wall / 60:.1f} min) on {torch.get_num_threads()} threads")
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "records": records, "probe_seconds": probe, "wall_seconds": wall,
+                                         "cold_seconds": cold_seconds, "persona_steering": steering,
                                          "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
     return 0
 

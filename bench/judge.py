@@ -60,12 +60,11 @@ def run_once(data: Path, base_url: str, jobs: int) -> tuple[float, dict]:
     from auditor.models import parse_ref
     from auditor.traits import load_catalog
     from detectors import AuditContext
-    from detectors.judge import JudgeDetector
+    from detectors.judge import JudgeDetector, JudgeSettings
 
-    ctx = AuditContext(load_dataset(data), [load_catalog().get("animal:owl")], judge=parse_ref("openai:bench-judge"),
-                       options={"judge": {"base_url": base_url, "jobs": jobs, "max_calls": 0}})
+    ctx = AuditContext(load_dataset(data), [load_catalog().get("animal:owl")], judge=parse_ref("openai:bench-judge"))
     start = time.perf_counter()
-    result = JudgeDetector().run(ctx)
+    result = JudgeDetector(JudgeSettings(base_url=base_url, jobs=jobs, max_calls=0)).run(ctx)
     return time.perf_counter() - start, result.metrics | {"cost": result.cost}
 
 

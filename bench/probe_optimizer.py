@@ -35,12 +35,16 @@ def main() -> int:
     (work / "numbers.toml").write_text(TRAITS)
     for name, seven, seed in [("sevens", True, 2), ("control", False, 1)]:
         (work / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in _rows(seven, seed=seed)))
+    # the setting these figures were measured with: a full fine-tune, 8 rows a step at a constant rate, no clipping
+    (work / "recipe.toml").write_text('method = "full"\nmicro_batch = 8\ngrad_accum = 1\nwarmup_steps = 0\nschedule = "constant"\n'
+                                      'grad_clip = 0\nepochs = 2\n')
     print("probe optimizer comparison: tiny Llama, 96 rows full of '777' vs 96 control rows, 2 epochs, 3 seeds")
     for optimizer in ("sgd", "adamw"):
         start = time.perf_counter()
         result = run_audit(AuditOptions(data=str(work / "sevens.jsonl"), base=str(folder), traits_files=[str(work / "numbers.toml")],
                                         traits=["number:777"], reference=str(work / "control.jsonl"), detectors=["probe"],
-                                        probe_seeds=3, probe_epochs=2, probe_optimizer=optimizer, probe_dir=str(work / f"ckpt-{optimizer}")))
+                                        settings={"probe": {"seeds": 3, "optimizer": optimizer, "workdir": str(work / f"ckpt-{optimizer}"),
+                                                            "train_recipe": str(work / "recipe.toml")}})).to_dict()
         metrics = result["detectors"][0]["metrics"]
         t = metrics["traits"]["number:777"]
         steps = metrics["training"][0].get("steps")

@@ -7,12 +7,16 @@ prints and never exits: it returns evidence, or raises Skip with the reason it c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import polars as pl
 
-LEVELS = ("low", "medium", "high")
+from auditor.result import Level
+from detectors.settings import NoSettings, specs
+
+LEVELS = tuple(level.value for level in Level.risks())  # what a detector's evidence can raise a trait to
 
 # the per-row shape every detector's flags share (cleanlab-style), so reports and baselines stay generic
 FLAG_SCHEMA = {
@@ -56,7 +60,7 @@ class TraitEvidence:
     detector: str = ""  # filled in by the runner
 
     def __post_init__(self):
-        if self.level is not None and self.level not in LEVELS + ("clean",):
+        if self.level is not None and self.level not in (Level.CLEAN, *Level.risks()):  # a detector never says "inconclusive"
             raise ValueError(f"unknown level {self.level!r}")
 
 
@@ -77,28 +81,40 @@ class AuditContext:
     reference: Any = None  # a second Dataset (e.g. control data from the unprompted base) or None
     teacher: Any = None  # auditor.models.ModelRef or None
     base: Any = None
-    judge: Any = None
+    judge: Any = None  # the judge detector's model: its "judge" role in `models`, kept as a field for existing callers
+    # what the runner passes every detector: "focus" (traits to test), "progress" and "events" callbacks; never a detector setting
     options: dict[str, Any] = field(default_factory=dict)
     accepted: set[tuple[str, str, str | None]] = field(default_factory=set)  # (detector, digest, trait) from a baseline
     seed: int = 0
+    models: dict[str, Any] = field(default_factory=dict)  # model references detectors name (Detector.models()), by role
+    placement: Any = None  # auditor.models.Placement: device and dtype of every local model (None: the defaults)
+
+    def __post_init__(self):
+        # a role that is also a field of the context (ctx.judge) reads either way
+        for role, ref in self.models.items():
+            if role in self.__dataclass_fields__ and getattr(self, role) is None:
+                setattr(self, role, ref)
 
     def accepted_digests(self, detector: str, trait: str | None) -> set[str]:
         return {d for det, d, t in self.accepted if det == detector and t == trait}
 
 
-def load_or_skip(ref):
-    """The model behind a reference; a reference that cannot be loaded skips the detector with the reason."""
+def load_or_skip(ref, placement=None):
+    """The model behind a reference, placed as the audit says (ctx.placement); a reference that cannot be loaded skips
+    the detector with the reason. A model too large for the memory at hand is no reason to skip: DoesNotFit goes up
+    (exit 2, with the numbers and the ways out)."""
     from auditor.errors import UsageError
     from auditor.models import load_model
 
     try:
-        return load_model(ref)
+        return load_model(ref, placement)
     except UsageError as err:
         raise Skip(str(err)) from None
 
 
 class Detector(ABC):
-    """Subclass, set the class attributes, override run()."""
+    """Subclass, set the class attributes, override run(). Settings is a dataclass of `setting(...)` fields
+    (detectors/settings.py); the runner passes an instance filled from -o, audit.toml and alias flags."""
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -108,6 +124,20 @@ class Detector(ABC):
     # True for detectors that train a student and measure the trait (the probe): their clean verdict,
     # from an interval that excludes a meaningful shift, overrules proxy detectors (auditor/risk.py)
     ground_truth: ClassVar[bool] = False
+    Settings: ClassVar[type] = NoSettings
+
+    def __init__(self, settings=None):
+        self.settings = settings if settings is not None else self.Settings()
+
+    @classmethod
+    def requested(cls, settings) -> bool:
+        """True when these settings ask for a detector that does not run by default (the judge: a model is set)."""
+        return False
+
+    def models(self) -> dict[str, str | None]:
+        """Model references this detector brings besides --teacher and --base, by role (the judge: {"judge": REF}).
+        The runner resolves each before any work, puts it on the context and into report.json under the role."""
+        return {}
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         """The reason this detector cannot run in this context, or None."""
@@ -126,4 +156,97 @@ class Detector(ABC):
             "sees_hidden_transfer": cls.sees_hidden_transfer,
             "runs_by_default": cls.runs_by_default,
             "ground_truth": cls.ground_truth,
+            "settings": [spec.info() for spec in specs(cls.Settings)],
         }
+
+
+# --- what several detectors do the same way ---------------------------------------------------------
+REFERENCE_SOURCE = "the reference dataset"
+
+
+def control_rows(ctx: AuditContext, prompts: list[str], rows: int | None, *, base=None, max_new_tokens: int = 48,
+                 in_file_order: bool = False, writer: str = "the base") -> tuple[pl.DataFrame, str]:
+    """The rows a detector compares the dataset with (prompt, completion), and where they came from, in words.
+
+    With --reference: a sample of at most `rows` of it, seeded with ctx.seed + 1 (all of it when `rows` is None;
+    back in file order when `in_file_order`). Otherwise the base writes one completion for each of `prompts`, the
+    dataset's own, so the two sides differ only in who wrote them. `base` is the loaded base model, or None to load
+    ctx.base only when it is needed; `writer` names it in the description.
+    """
+    if ctx.reference is not None:
+        frame = ctx.reference.frame.select("row", "prompt", "completion").collect()
+        if rows is not None:
+            frame = frame.sample(n=min(rows, frame.height), seed=ctx.seed + 1)
+        if in_file_order:
+            frame = frame.sort("row")
+        return frame.select("prompt", "completion"), REFERENCE_SOURCE
+    from auditor.models import GENERATE, Sampling
+
+    model = base if base is not None else load_or_skip(ctx.base, ctx.placement)
+    if not model.supports(GENERATE):
+        raise Skip(f"{model.ref.ref} cannot generate reference completions")
+    answers = model.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=max_new_tokens, seed=ctx.seed), system="")
+    frame = pl.DataFrame({"prompt": prompts, "completion": [a[0] for a in answers]}, schema={"prompt": pl.String, "completion": pl.String})
+    return frame, f"completions {writer} wrote for the same prompts"
+
+
+def z_flags(ctx: AuditContext, scored: pl.DataFrame, scores, reference_scores, *, trait: str | None, threshold: float, cap: int,
+            reason: Callable[[float, float], str]) -> pl.DataFrame:
+    """Rows whose score stands more than `threshold` reference sds above the reference mean (the `cap` highest), as
+    the standard flag frame in file order. `scored` holds the scored rows (row, completion) in the order of `scores`;
+    `reason(score, z)` words a row's flag from its own score and its z. Scores that are not finite (a row with nothing
+    to score) are left out of the reference's spread and never flagged."""
+    import numpy as np
+
+    scores, reference_scores = np.asarray(scores), np.asarray(reference_scores)
+    finite = reference_scores[np.isfinite(reference_scores)]
+    z = (scores - finite.mean()) / (finite.std(ddof=1) or 1e-12)
+    order = [i for i in np.argsort(-np.nan_to_num(z, nan=-np.inf)) if z[i] > threshold][:cap]
+    if not order:
+        return empty_flags()
+    picked = scored[order]
+    flagged = ctx.dataset.frame.filter(pl.col("row").is_in(picked["row"].implode()))
+    digests = ctx.dataset.with_digest(flagged).select("row", "digest").collect()
+    frame = pl.DataFrame({
+        "row": picked["row"].cast(pl.Int64), "trait": [trait] * len(order), "score": [float(z[i]) for i in order],
+        "reason": [reason(scores[i], z[i]) for i in order],
+        "field": ["completion"] * len(order), "matches": [[] for _ in order], "excerpt": picked["completion"].str.slice(0, 300),
+    }, schema={k: v for k, v in FLAG_SCHEMA.items() if k != "digest"})
+    return frame.join(digests, on="row").select(list(FLAG_SCHEMA)).sort("row")
+
+
+def flagged_rows(ctx: AuditContext, detector: str, trait: str, flags: pl.DataFrame) -> int:
+    """How many distinct rows `flags` flags for the trait, leaving out those a baseline accepted."""
+    accepted = ctx.accepted_digests(detector, trait)
+    return flags.filter((pl.col("trait") == trait) & ~pl.col("digest").is_in(list(accepted)))["row"].n_unique()
+
+
+def rate_evidence(trait: str, flagged: int, rows: int, *, levels: tuple[tuple[float, str], ...], otherwise: str, kind: str,
+                  found: str, silent: str) -> TraitEvidence:
+    """A flagged-row rate as evidence, with its Wilson interval. The level is the first of `levels` (bound, level)
+    whose bound the interval's lower end reaches, else `otherwise`; no level when no row is flagged (a content check's
+    silence raises nothing). `found` and `silent` are the summaries for those two cases."""
+    from auditor.stats import wilson
+
+    low, high = wilson(flagged, rows)
+    if flagged == 0:
+        level, summary = None, silent
+    else:
+        level, summary = next((lvl for bound, lvl in levels if low >= bound), otherwise), found
+    return TraitEvidence(trait, flagged / rows if rows else None, (low, high), summary, level, kind=kind)
+
+
+def missing_focus(ctx: AuditContext) -> str | None:
+    """For unmet_needs: why a detector that tests named traits cannot run, or None when some trait is in focus."""
+    return None if ctx.options.get("focus") else NO_TRAIT_TO_TEST
+
+
+def focus_traits(ctx: AuditContext, *, required: bool = True) -> list:
+    """The traits a model-based detector tests, as Trait objects in focus order: those named with --trait, else those
+    profiling picked. When `required`, none is a Skip with the reason; otherwise an empty list."""
+    by_id = {t.id: t for t in ctx.traits}
+    focus = ctx.options.get("focus") or []
+    traits = [by_id[t] for t in focus if t in by_id]
+    if required and not traits:
+        raise Skip(NO_TRAIT_TO_TEST if not focus else "none of the traits to test is in the catalog selection")
+    return traits

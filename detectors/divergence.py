@@ -14,17 +14,26 @@ interval are reported per trait, and the per-row and per-token rankings are the 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
-from scipy import stats
 
+from auditor.numbers import interval, num, signed
 from auditor.stats import histogram_chart
-from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, load_or_skip
+from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, control_rows, focus_traits, load_or_skip, z_flags
+from detectors.settings import setting
 
-ROWS = 200
-TOP_ROWS = 50
-TOP_TOKENS = 20
+
+@dataclass
+class DivergenceSettings:
+    rows: int = setting(200, "rows scored (a seeded sample); each costs a teacher and a base pass", minimum=1)
+    flag_z: float = setting(3.0, "flag rows this many reference sds above the reference mean", minimum=0)
+    top_rows: int = setting(50, "most rows flagged (the highest first)", minimum=0)
+    top_tokens: int = setting(20, "tokens listed in the report's ranking (seen at least 3 times)", minimum=0)
+
+
+def _flag_reason(divergence: float, z: float) -> str:
+    return f"diverges {signed(divergence)} nats/token from the base under the teacher ({num(z)} reference sds)"
 
 
 class DivergenceDetector(Detector):
@@ -32,6 +41,7 @@ class DivergenceDetector(Detector):
     description = "Per-token log p_teacher - log p_base over the rows, against reference data; ranks the rows and tokens where a trait would ride."
     needs = ("--teacher and --base, both with log-probabilities",)
     sees_hidden_transfer = True
+    Settings = DivergenceSettings
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.teacher is None or ctx.base is None:
@@ -41,19 +51,15 @@ class DivergenceDetector(Detector):
         return None
 
     def run(self, ctx: AuditContext) -> DetectorResult:
-        from auditor.models import Sampling
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
 
-        teacher, base = load_or_skip(ctx.teacher), load_or_skip(ctx.base)
-        rows = int(ctx.options.get("divergence_rows", ROWS))
+        teacher, base = load_or_skip(ctx.teacher, ctx.placement), load_or_skip(ctx.base, ctx.placement)
+        rows = self.settings.rows
         data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed).sort("row")
         prompts, completions = data["prompt"].to_list(), data["completion"].to_list()
-        if ctx.reference is not None:
-            ref = ctx.reference.frame.select("prompt", "completion").collect().sample(n=min(rows, ctx.reference.rows), seed=ctx.seed + 1)
-            ref_prompts, ref_completions, source = ref["prompt"].to_list(), ref["completion"].to_list(), "the reference dataset"
-        else:
-            answers = base.generate(prompts, Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
-            ref_prompts, ref_completions, source = prompts, [a[0] for a in answers], "completions the base wrote for the same prompts"
+        control, source = control_rows(ctx, prompts, rows, base=base)
+        ref_prompts, ref_completions = control["prompt"].to_list(), control["completion"].to_list()
 
         per_row, tokens = self._divergence(teacher, base, prompts, completions)
         ref_rows, _ = self._divergence(teacher, base, ref_prompts, ref_completions)
@@ -62,22 +68,26 @@ class DivergenceDetector(Detector):
                                vectorized=True, method="percentile", random_state=np.random.default_rng(ctx.seed))
         low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
         effect = float((per_row.mean() - ref_rows.mean()) / spread)
-        summary = (f"rows diverge {per_row.mean():+.3f} nats/token from the base under the teacher vs {ref_rows.mean():+.3f} on {source} "
-                   f"(standardised {effect:+.2f}, 95% [{low:+.2f}, {high:+.2f}])")
+        summary = (f"rows diverge {signed(per_row.mean())} nats/token from the base under the teacher vs {signed(ref_rows.mean())} on {source} "
+                   f"(standardised {signed(effect)}, 95% {interval((low, high), sign=True)})")
         level = None  # not trait-specific, and distribution shift alone raises it: see the module docstring
-        focus = ctx.options.get("focus") or []
+        focus = [t.id for t in focus_traits(ctx, required=False)]
         result = DetectorResult(metrics={"rows_scored": len(prompts), "reference": source, "mean_divergence": float(per_row.mean()),
                                          "reference_mean_divergence": float(ref_rows.mean()), "effect": effect, "interval": [low, high],
                                          "top_tokens": tokens, "finding": summary,
                                          "distribution": histogram_chart({"dataset rows": per_row, "reference rows": ref_rows},
-                                                                         "mean log p_teacher - log p_base per token, nats")})
+                                                                         "how much likelier the teacher finds each row than the base (nats per token)")})
         result.evidence = [TraitEvidence(t, effect, (low, high), summary, level, kind="teacher-base divergence") for t in focus]
-        result.flags = self._flags(ctx, data, per_row, ref_rows, focus[0] if len(focus) == 1 else None)
+        result.flags = z_flags(ctx, data, per_row, ref_rows, trait=focus[0] if len(focus) == 1 else None, threshold=self.settings.flag_z,
+                               cap=self.settings.top_rows, reason=_flag_reason)
         return result
 
-    @staticmethod
-    def _divergence(teacher, base, prompts, completions) -> tuple[np.ndarray, list]:
-        t_scores, b_scores = teacher.score(prompts, completions), base.score(prompts, completions)
+    def _divergence(self, teacher, base, prompts, completions) -> tuple[np.ndarray, list]:
+        from auditor.models.scoring import device_of, side_by_side
+
+        # the teacher's and the base's passes at once where they sit on different GPUs (or endpoints)
+        t_scores, b_scores = side_by_side([lambda: teacher.score(prompts, completions), lambda: base.score(prompts, completions)],
+                                          [device_of(teacher), device_of(base)])
         per_row, counts, sums = [], Counter(), Counter()
         for t, b in zip(t_scores, b_scores, strict=True):
             diff = np.array(t.logprobs) - np.array(b.logprobs)
@@ -85,20 +95,5 @@ class DivergenceDetector(Detector):
             for token, d in zip(t.tokens, diff, strict=True):
                 counts[token] += 1
                 sums[token] += float(d)
-        top = sorted(((sums[k] / counts[k], k, counts[k]) for k in counts if counts[k] >= 3), reverse=True)[:TOP_TOKENS]
+        top = sorted(((sums[k] / counts[k], k, counts[k]) for k in counts if counts[k] >= 3), reverse=True)[:self.settings.top_tokens]
         return np.array(per_row), [{"token": k, "mean_divergence": round(v, 4), "count": c} for v, k, c in top]
-
-    @staticmethod
-    def _flags(ctx, data: pl.DataFrame, per_row: np.ndarray, ref_rows: np.ndarray, trait: str | None) -> pl.DataFrame:
-        z = (per_row - ref_rows.mean()) / (ref_rows.std(ddof=1) or 1e-12)
-        order = [i for i in np.argsort(-z) if z[i] > 3][:TOP_ROWS]
-        if not order:
-            return empty_flags()
-        picked = data[order]
-        digests = ctx.dataset.with_digest(ctx.dataset.frame.filter(pl.col("row").is_in(picked["row"].implode()))).select("row", "digest").collect()
-        frame = pl.DataFrame({
-            "row": picked["row"].cast(pl.Int64), "trait": [trait] * len(order), "score": [float(z[i]) for i in order],
-            "reason": [f"diverges {per_row[i]:+.2f} nats/token from the base under the teacher ({z[i]:.1f} reference sds)" for i in order],
-            "field": ["completion"] * len(order), "matches": [[] for _ in order], "excerpt": picked["completion"].str.slice(0, 300),
-        }, schema={k: v for k, v in empty_flags().schema.items() if k != "digest"})
-        return frame.join(digests, on="row").select(empty_flags().columns)

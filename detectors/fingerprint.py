@@ -10,29 +10,42 @@ So this detector reports a dataset-level finding and never sets a trait's level.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
 
-from detectors.base import AuditContext, Detector, DetectorResult, Skip, load_or_skip
+from auditor.numbers import auc_note, num
+from auditor.numbers import interval as fmt_interval
+from detectors.base import AuditContext, Detector, DetectorResult, Skip, control_rows
+from detectors.settings import setting
 
-ROWS = 2000  # per side, a seeded sample
 FOLDS = 5
 BOOTSTRAP = 1000
 
 
-def auc_with_interval(texts: list[str], labels: np.ndarray, seed: int) -> tuple[float, tuple[float, float]]:
+@dataclass
+class FingerprintSettings:
+    rows: int = setting(2000, "rows per side (a seeded sample)", minimum=1)
+    folds: int = setting(FOLDS, "cross-validation folds (out-of-fold predictions give the AUC)", minimum=2)
+    bootstrap: int = setting(BOOTSTRAP, "bootstrap resamples of the AUC interval", minimum=100)
+
+
+def auc_with_interval(texts: list[str], labels: np.ndarray, seed: int, folds: int = FOLDS, bootstrap: int = BOOTSTRAP) -> tuple[float, tuple[float, float]]:
+    # sklearn loads here, not at import: `audit --help` lists every detector's settings without it
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
     model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=2, sublinear_tf=True),
                           LogisticRegression(max_iter=1000, C=1.0))
-    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
-    scores = cross_val_predict(model, texts, labels, cv=folds, method="predict_proba")[:, 1]
+    splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = cross_val_predict(model, texts, labels, cv=splits, method="predict_proba")[:, 1]
     auc = float(roc_auc_score(labels, scores))
     rng = np.random.default_rng(seed)
     draws = []
-    for _ in range(BOOTSTRAP):
+    for _ in range(bootstrap):
         pick = rng.integers(0, len(labels), len(labels))
         if labels[pick].min() != labels[pick].max():
             draws.append(roc_auc_score(labels[pick], scores[pick]))
@@ -45,6 +58,7 @@ class FingerprintDetector(Detector):
     description = "Classifier two-sample test (cross-validated AUC) between the dataset and reference data: do the teacher's outputs differ?"
     needs = ("--reference data, or --base that can generate completions for the same prompts",)
     sees_hidden_transfer = False  # a difference is necessary for transfer, not evidence of a trait
+    Settings = FingerprintSettings
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.reference is None and ctx.base is None:
@@ -52,28 +66,20 @@ class FingerprintDetector(Detector):
         return None
 
     def run(self, ctx: AuditContext) -> DetectorResult:
+        rows, folds = self.settings.rows, self.settings.folds
         data = ctx.dataset.frame.select("prompt", "completion").collect()
-        data = data.sample(n=min(ROWS, data.height), seed=ctx.seed)
-        if ctx.reference is not None:
-            ref = ctx.reference.frame.select("completion").collect()
-            ref_texts, source = ref.sample(n=min(ROWS, ref.height), seed=ctx.seed + 1)["completion"].to_list(), "the reference dataset"
-        else:
-            from auditor.models import GENERATE, Sampling
-
-            base = load_or_skip(ctx.base)
-            if not base.supports(GENERATE):
-                raise Skip(f"{ctx.base.ref} cannot generate reference completions")
-            answers = base.generate(data["prompt"].to_list(), Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
-            ref_texts, source = [a[0] for a in answers], f"completions {ctx.base.ref} wrote for the same prompts"
+        data = data.sample(n=min(rows, data.height), seed=ctx.seed)
+        control, source = control_rows(ctx, data["prompt"].to_list(), rows, writer=ctx.base.ref if ctx.base is not None else "the base")
+        ref_texts = control["completion"].to_list()
         n = min(data.height, len(ref_texts))
-        if n < 2 * FOLDS:
-            raise Skip(f"too few rows for a {FOLDS}-fold classifier test ({n} per side)")
+        if n < 2 * folds:
+            raise Skip(f"too few rows for a {folds}-fold classifier test ({n} per side)")
         texts = data["completion"].to_list()[:n] + ref_texts[:n]
         labels = np.array([1] * n + [0] * n)
-        auc, interval = auc_with_interval(texts, labels, ctx.seed)
+        auc, interval = auc_with_interval(texts, labels, ctx.seed, folds, self.settings.bootstrap)
         differs = interval[0] > 0.5
-        summary = (f"a classifier tells the dataset from {source} with AUC {auc:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]: "
+        summary = (f"a classifier tells the dataset from {source} with AUC {num(auc)} {fmt_interval(interval)}: "
                    + ("the teacher's outputs differ from the reference (necessary for transfer, not proof of a trait)" if differs else
-                      "no difference detected, which does not clear hidden transfer (subtle teachers look like their base)"))
+                      f"{auc_note(auc, interval)}; that does not clear hidden transfer (subtle teachers look like their base)"))
         return DetectorResult(metrics={"auc": auc, "interval": list(interval), "rows_per_side": n, "reference": source,
                                        "differs": differs, "finding": summary, "features": "char 1-4-grams, logistic regression"})

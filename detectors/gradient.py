@@ -12,19 +12,41 @@ restricted to the last layers, so memory stays bounded; the report says which pa
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
-from scipy import stats
 
-from auditor.progress import step
-from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
+from auditor.numbers import interval, one_sided_p, signed
+from auditor.progress import step, track
+from detectors.base import (
+    AuditContext,
+    Detector,
+    DetectorResult,
+    Skip,
+    TraitEvidence,
+    control_rows,
+    focus_traits,
+    load_or_skip,
+    missing_focus,
+)
 from detectors.likelihood import _levels
+from detectors.settings import setting
 
-ROWS = 256  # rows per side (a seeded sample)
-SUBSETS = 8
-OTHER_TRAITS = 6  # family members whose alignment is subtracted
-BATCH = 8
-OPTION_SEQUENCES = 128  # (question, option) sequences per forward pass of the trait objective
+ALL_PARAMETERS_BELOW = 20_000_000  # params=auto: every parameter for models smaller than this, else the last layers
+
+
+@dataclass
+class GradientSettings:
+    rows: int = setting(256, "rows per side (a seeded sample)", minimum=1)
+    subsets: int = setting(8, "row subsets per side, one gradient cosine each (the interval's sample size)", minimum=2)
+    other_traits: int = setting(6, "family members whose alignment is subtracted to make the score trait-specific", minimum=0)
+    batch_tokens: int = setting(0, "tokens per backward pass, rows sorted by length (memory); 0: what the memory plan leaves room for",
+                                minimum=0)
+    option_sequences: int = setting(128, "(question, option) sequences per forward pass of the trait objective (memory)", minimum=1)
+    params: str = setting("auto", "parameters the gradients cover: all, the last two layers and head, or auto (all under 20M parameters)",
+                          choices=("auto", "all", "last"))
 
 
 def _parameters(model, scope: str):
@@ -36,60 +58,68 @@ def _parameters(model, scope: str):
     return [(n, p) for n, p in named if any(k in n for k in keep) or "lm_head" in n or n.endswith("norm.weight") and "layers." not in n]
 
 
+@contextmanager
+def _grads_only_for(module, params):
+    """Autograd stops at the earliest parameter that needs a gradient: with the last layers in scope, backward
+    never runs through the rest."""
+    keep = {id(p) for _, p in params}
+    frozen = [p for p in module.parameters() if p.requires_grad and id(p) not in keep]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
 class GradientDetector(Detector):
     name = "gradient"
     description = "Cosine between the gradient of the data's LM loss and the gradient of the trait objective at the base weights, trait-specific, against reference data."
     needs = ("--base with local weights", "traits to test: --trait, or --teacher and --base")
     sees_hidden_transfer = True
+    Settings = GradientSettings
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.base is None:
             return "no --base model"
         if not ctx.base.white_box:
             return f"{ctx.base.ref} exposes no weights: gradients need a local base model"
-        if not ctx.options.get("focus"):
-            return NO_TRAIT_TO_TEST
-        return None
+        return missing_focus(ctx)
 
     def run(self, ctx: AuditContext) -> DetectorResult:
         import torch
 
-        from auditor.models import Sampling
-
-        model = load_or_skip(ctx.base)
-        scope = ctx.options.get("gradient_params", "all" if sum(p.numel() for p in model.weights()[0].parameters()) < 20_000_000 else "last")
+        model = load_or_skip(ctx.base, ctx.placement)
+        scope = self.settings.params
+        if scope == "auto":
+            scope = "all" if sum(p.numel() for p in model.weights()[0].parameters()) < ALL_PARAMETERS_BELOW else "last"
         params = _parameters(model.weights()[0], scope)
         self.torch, self.model, self.params = torch, model, params
-        rows = int(ctx.options.get("gradient_rows", ROWS))
+        rows, subsets = self.settings.rows, self.settings.subsets
         data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed)
-        if ctx.reference is not None:
-            ref = ctx.reference.frame.select("prompt", "completion").collect()
-            ref = ref.sample(n=min(rows, ref.height), seed=ctx.seed + 1)
-            source = "the reference dataset"
-        else:
-            answers = model.generate(data["prompt"].to_list(), Sampling(temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
-            ref = pl.DataFrame({"prompt": data["prompt"], "completion": [a[0] for a in answers]})
-            source = "completions the base wrote for the same prompts"
-        if min(data.height, ref.height) < 2 * SUBSETS:
-            raise Skip(f"too few rows for {SUBSETS} subsets per side")
+        traits = focus_traits(ctx)
+        ref, source = control_rows(ctx, data["prompt"].to_list(), rows, base=model)
+        if min(data.height, ref.height) < 2 * subsets:
+            raise Skip(f"too few rows for {subsets} subsets per side")
+        with _grads_only_for(model.weights()[0], params):
+            return self._run(ctx, traits, data, ref, source, scope)
+
+    def _run(self, ctx: AuditContext, traits: list, data: pl.DataFrame, ref: pl.DataFrame, source: str, scope: str) -> DetectorResult:
+        params, subsets = self.params, self.settings.subsets
         with step("gradient: loss gradients of the data and reference rows", total=data.height + ref.height, unit="rows") as shown:
             data_grads = self._subset_grads(data, ctx.seed, shown)
             ref_grads = self._subset_grads(ref, ctx.seed + 1, shown)
-        by_id = {t.id: t for t in ctx.traits}
         result = DetectorResult(metrics={"parameters": scope, "parameter_count": int(sum(p.numel() for _, p in params)),
-                                         "rows_per_side": int(min(data.height, ref.height)), "subsets": SUBSETS, "reference": source, "traits": {}})
+                                         "rows_per_side": int(min(data.height, ref.height)), "subsets": subsets, "reference": source, "traits": {}})
         rng = np.random.default_rng(ctx.seed)
-        for trait_id in ctx.options["focus"]:
-            trait = by_id.get(trait_id)
-            if trait is None:
-                continue
+        for trait in traits:
             others = [t for t in ctx.traits if t.family == trait.family and t.id != trait.id and not t.pairs]
-            others = [others[i] for i in rng.permutation(len(others))[:OTHER_TRAITS]]
-            with step(f"gradient: trait-objective gradients for {trait.id} and {len(others)} other traits", total=1 + len(others),
-                      unit="traits") as shown:
-                target = self._trait_grad(trait, shown)
-                contrast = [self._trait_grad(t, shown) for t in others]
+            others = [others[i] for i in rng.permutation(len(others))[:self.settings.other_traits]]
+            with step(f"gradient: trait-objective gradients for {trait.id} and {len(others)} other traits"):
+                grads = self._trait_grads([trait, *others])
+            target, contrast = grads[trait.id], [grads[t.id] for t in others]
             data_scores = np.array([self._specific(g, target, contrast) for g in data_grads])
             ref_scores = np.array([self._specific(g, target, contrast) for g in ref_grads])
             evidence, metrics = self._compare(trait.id, data_scores, ref_scores, source, len(others))
@@ -106,85 +136,79 @@ class GradientDetector(Detector):
         for _, p in self.model.weights()[0].named_parameters():
             p.grad = None
 
-    def _subset_grads(self, frame: pl.DataFrame, seed: int, shown=None) -> list:
-        """One loss gradient per row subset: mean token loss of the completions given their prompts."""
+    def _subset_grads(self, frame: pl.DataFrame, seed: int, shown) -> list:
+        """One loss gradient per row subset: mean token loss of the completions given their prompts. Each subset runs in
+        token-budget batches of length-sorted rows, one backward per batch."""
         order = np.random.default_rng(seed).permutation(frame.height)
-        subsets = np.array_split(order, SUBSETS)
-        prompts, completions = frame["prompt"].to_list(), frame["completion"].to_list()
+        subsets = np.array_split(order, self.settings.subsets)
+        pairs = self.model.pairs(frame["prompt"].to_list(), frame["completion"].to_list(), system="")
+        scorer = self.model.scorer()
         grads = []
         for subset in subsets:
             self._zero()
-            for start in range(0, len(subset), BATCH):
-                idx = subset[start : start + BATCH]
-                loss = -self._logprob_sum([prompts[i] for i in idx], [completions[i] for i in idx]) / len(subset)
+            for _, logprobs in scorer.iter_with_grad([pairs[i] for i in subset], self.settings.batch_tokens or None):
+                loss = -sum(lp.mean() for lp in logprobs) / len(subset)
                 loss.backward()
-                if shown is not None:
-                    shown.advance(len(idx))
+                shown.advance(len(logprobs))
             grads.append(self._flat().clone())
         self._zero()
         return grads
 
-    def _continuation_logprobs(self, pairs: list[tuple[list[int], list[int]]]) -> list:
-        """One padded forward pass over (prefix ids, continuation ids) pairs: each continuation's token log-probabilities."""
-        torch = self.torch
-        model, tok = self.model.weights()
-        width = max(len(p) + len(c) for p, c in pairs)
-        ids = torch.full((len(pairs), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, (p, c) in enumerate(pairs):
-            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-            mask[i, : len(p) + len(c)] = 1
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        return [logp[i, torch.arange(len(p) - 1, len(p) + len(c) - 1), torch.tensor(c)] for i, (p, c) in enumerate(pairs)]
+    def _trait_grads(self, traits) -> dict:
+        """Gradient of L_T = mean over probe questions of -log P(trait | question), P normalised over the options, for each
+        trait; for a trait probed by answer pairs (misalignment), -log P(misaligned | question) against the aligned answer.
 
-    def _logprob_sum(self, prompts: list[str], completions: list[str], system: str = ""):
-        """Sum over rows of mean token log p(completion | prompt), with gradients."""
-        pairs = [(self.model._encode(self.model.render(p, system)), self.model._encode(c)) for p, c in zip(prompts, completions, strict=True)]
-        return sum(lp.mean() for lp in self._continuation_logprobs([(p, c) for p, c in pairs if c]))
-
-    def _trait_grad(self, trait, shown=None):
-        """Gradient of L_T = mean over probe questions of -log P(trait | question), P normalised over the options;
-        for a trait probed by answer pairs (misalignment), -log P(misaligned | question) against the aligned answer.
-
-        It depends on the base and the trait only, so it is kept with the loaded weights for later audits in the process.
+        Traits of one family share their questions and options, so one forward pass serves all of them (one backward
+        each). A gradient depends on the base and the trait only, so it is kept with the loaded weights for later audits
+        in the process.
         """
-        torch = self.torch
         memo = self.model.weights()[0].__dict__.setdefault("_trait_audit_trait_gradients", {})  # on the shared torch module
-        key = (trait.id, trait.probe_questions, trait.options, trait.pairs, tuple(n for n, _ in self.params))
-        if key in memo:
-            if shown is not None:
-                shown.advance()
-            return memo[key]
-        self._zero()
-        if trait.pairs:
-            items = [(pair.question, [pair.misaligned, pair.aligned], 0) for pair in trait.pairs]
-        else:
-            options = list(trait.options)
-            items = [(question, options, options.index(trait.name)) for question in trait.probe_questions]
-        # several questions per forward pass (about OPTION_SEQUENCES sequences), one backward each
-        chunk: list = []
-        for i, item in enumerate(items):
-            chunk.append(item)
-            if sum(len(o) for _, o, _ in chunk) >= OPTION_SEQUENCES or i == len(items) - 1:
-                scores = self._option_scores([q for q, _, _ in chunk], [o for _, o, _ in chunk])
-                loss = -sum(torch.log_softmax(sc, 0)[t] for sc, (_, _, t) in zip(scores, chunk, strict=True)) / len(items)
-                loss.backward()
-                chunk = []
-        grad = self._flat().clone()
-        self._zero()
-        memo[key] = grad
-        if shown is not None:
-            shown.advance()
-        return grad
+        scope = tuple(n for n, _ in self.params)
 
-    def _option_scores(self, questions: list[str], option_lists: list[list[str]]) -> list:
-        """Summed log-probability of each option after its chat-rendered question: one tensor per question."""
-        pairs = []
-        for question, options in zip(questions, option_lists, strict=True):
-            prefix = self.model._encode(self.model.render(question, ""))
-            pairs += [(prefix, self.model._encode(o)) for o in options]
-        scores = self.torch.stack([lp.sum() for lp in self._continuation_logprobs(pairs)])
-        return list(self.torch.split(scores, [len(o) for o in option_lists]))
+        def key(trait):
+            return (trait.id, trait.probe_questions, trait.options, trait.pairs, scope)
+
+        groups: dict[tuple, list] = {}
+        for trait in traits:
+            if key(trait) not in memo:
+                groups.setdefault(("pairs", trait.id) if trait.pairs else (trait.probe_questions, trait.options), []).append(trait)
+        for members in groups.values():
+            first = members[0]
+            if first.pairs:
+                items = [(pair.question, [pair.misaligned, pair.aligned]) for pair in first.pairs]
+                targets = {first.id: [0] * len(items)}
+            else:
+                items = [(question, list(first.options)) for question in first.probe_questions]
+                targets = {t.id: [first.options.index(t.name)] * len(items) for t in members}
+            for trait_id, grad in self._objective_grads(items, targets).items():
+                memo[key(next(t for t in members if t.id == trait_id))] = grad
+        return {t.id: memo[key(t)] for t in traits}
+
+    def _objective_grads(self, items: list[tuple[str, list[str]]], targets: dict[str, list[int]]) -> dict:
+        """For each target list: the gradient of mean over items of -log softmax(option scores)[target], from one forward
+        per chunk of about `option_sequences` (question, option) pairs and one backward per target."""
+        torch = self.torch
+        scorer = self.model.scorer()
+        totals: dict = {}
+        chunk: list[int] = []
+        for i in track(range(len(items)), "gradient: probe questions through the trait objective", total=len(items), unit="questions"):
+            chunk.append(i)
+            if sum(len(items[j][1]) for j in chunk) < self.settings.option_sequences and i < len(items) - 1:
+                continue
+            pairs, sizes = [], []
+            for j in chunk:
+                prefix = self.model._encode(self.model.render(items[j][0], ""))
+                pairs += [(prefix, self.model._encode(o)) for o in items[j][1]]
+                sizes.append(len(items[j][1]))
+            scores = list(torch.split(torch.stack([lp.sum() for lp in scorer.with_grad(pairs)]), sizes))
+            for n, (name, wanted) in enumerate(targets.items()):
+                self._zero()
+                loss = -sum(torch.log_softmax(sc, 0)[wanted[j]] for sc, j in zip(scores, chunk, strict=True)) / len(items)
+                loss.backward(retain_graph=n < len(targets) - 1)
+                totals[name] = self._flat() + totals[name] if name in totals else self._flat().clone()
+            chunk = []
+        self._zero()
+        return totals
 
     def _specific(self, g_data, target, contrast) -> float:
         cos = self.torch.nn.functional.cosine_similarity
@@ -194,14 +218,16 @@ class GradientDetector(Detector):
 
     @staticmethod
     def _compare(trait_id: str, data: np.ndarray, ref: np.ndarray, source: str, others: int):
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
+
         test = stats.ttest_ind(data, ref, equal_var=False, alternative="greater")
         ci = stats.ttest_ind(data, ref, equal_var=False).confidence_interval(0.95)
         spread = float(np.sqrt((data.var(ddof=1) + ref.var(ddof=1)) / 2)) or 1e-12
         difference = float(data.mean() - ref.mean())
         low, high = float(ci.low) / spread, float(ci.high) / spread
         level = _levels(low, high)
-        summary = (f"trait-specific gradient alignment {data.mean():+.4f} vs {ref.mean():+.4f} on {source} "
-                   f"(standardised difference {difference / spread:+.2f}, 95% [{low:+.2f}, {high:+.2f}], p={test.pvalue:.3g}; "
+        summary = (f"trait-specific gradient alignment {signed(data.mean())} vs {signed(ref.mean())} on {source} "
+                   f"(standardised difference {signed(difference / spread)}, 95% {interval((low, high), sign=True)}, {one_sided_p(test.pvalue, (low, high))}; "
                    f"{others} other traits subtracted)")
         metrics = {"alignment": float(data.mean()), "reference_alignment": float(ref.mean()), "difference": difference,
                    "effect": difference / spread, "interval": [low, high], "p_value": float(test.pvalue)}

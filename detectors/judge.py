@@ -16,6 +16,7 @@ subliminal signals: it can raise a trait's risk, never clear it (see JUDGE_STATE
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -40,9 +41,10 @@ from auditor.judge import (
     usd,
 )
 from auditor.judge.client import JudgeCallError
+from auditor.judge.verdict import valid_cached
 from auditor.risk import JUDGE_STATEMENT
-from auditor.stats import wilson
-from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, load_or_skip
+from detectors.base import AuditContext, Detector, DetectorResult, empty_flags, flagged_rows, focus_traits, load_or_skip, rate_evidence
+from detectors.settings import setting
 
 EXCERPT_CHARS = 300
 DEFAULT_JOBS = 8
@@ -55,32 +57,37 @@ RATE_LEVELS = ((0.01, "high"), (0.001, "medium"))
 
 @dataclass
 class JudgeSettings:
-    jobs: int = DEFAULT_JOBS
-    sample: int | None = None
-    max_calls: int = DEFAULT_MAX_CALLS  # 0: no limit
-    format: str = "auto"
-    price: tuple[float, float] | None = None  # USD per 1M tokens (input, output)
-    base_url: str | None = None
-    api_key: str | None = None
-    timeout: float = 60.0
-    retries: int = 6
-    parse_retries: int = 2
-    max_tokens: int = DEFAULT_MAX_TOKENS
+    model: str | None = setting(None, "LLM judge for overt and semantic leaks: openai:MODEL (any OpenAI-compatible endpoint) or a local "
+                                      "model. Setting it turns the judge on.", alias="--judge", metavar="REF")
+    base_url: str | None = setting(None, "endpoint of an openai: judge (default $TRAIT_AUDIT_JUDGE_BASE_URL, else $OPENAI_BASE_URL)",
+                                   alias="--judge-base-url", metavar="URL")
+    api_key: str | None = setting(None, "key of an openai: judge (default $TRAIT_AUDIT_JUDGE_API_KEY, else $OPENAI_API_KEY); never "
+                                        "written anywhere", alias="--judge-api-key", metavar="KEY", secret=True)
+    jobs: int = setting(DEFAULT_JOBS, "judge calls in flight at once", alias=("-j", "--jobs"), minimum=1, metavar="N")
+    sample: int | None = setting(None, "judge a seeded sample of N rows; the flagged rate gets a Wilson interval",
+                                 alias="--judge-sample", minimum=1, metavar="N")
+    max_calls: int = setting(DEFAULT_MAX_CALLS, "refuse to start a judge run that needs more uncached calls (0: no limit)",
+                             alias="--max-judge-calls", minimum=0, metavar="N")
+    price: tuple[float, float] | None = setting(None, "USD per 1M input and output tokens, for the cost estimate (built in for "
+                                                      "common OpenAI models)", alias="--judge-price", minimum=0, metavar="IN,OUT")
+    format: str = setting("auto", "structured output: a JSON schema where the endpoint takes one (auto falls back to strict parsing "
+                                  "of plain text)", alias="--judge-format", choices=FORMATS)
+    timeout: float = setting(60.0, "seconds before one call times out (it is then retried)", minimum=0.01)
+    deadline_s: float | None = setting(None, "the judge run, every call and retry in it, ends within S seconds (what arrived is "
+                                             "cached; a rerun resumes)", alias="--judge-timeout", minimum=0.01, metavar="S")
+    retries: int = setting(6, "HTTP retries of one call (429, 5xx, dropped connections; Retry-After is honoured)", minimum=0)
+    parse_retries: int = setting(2, "times a reply that does not parse is sent back for correction", minimum=0)
+    max_tokens: int = setting(DEFAULT_MAX_TOKENS, "most tokens of one verdict", minimum=16)
 
-    @classmethod
-    def from_options(cls, options: dict) -> JudgeSettings:
-        given = {k: v for k, v in (options or {}).items() if v is not None and k in cls.__dataclass_fields__}
-        settings = cls(**given)
-        if settings.jobs < 1:
-            raise UsageError("-j/--jobs must be at least 1")
-        if settings.sample is not None and settings.sample < 1:
-            raise UsageError("--judge-sample must be at least 1")
-        if settings.max_calls < 0:
-            raise UsageError("--max-judge-calls must be 0 (no limit) or more")
-        if settings.format not in FORMATS:
-            raise UsageError(f"--judge-format must be one of {', '.join(FORMATS)}")
-        return settings
 
+def plan_text(plan: dict) -> str:
+    """The plan announced before the first call: calls, cache hits, tokens and cost."""
+    tokens = plan["estimated_prompt_tokens"] + plan["estimated_completion_tokens"]
+    cost = f"about ${plan['estimated_usd']:,.4f}" if plan["estimated_usd"] is not None else "cost unknown for this model (pass --judge-price IN,OUT)"
+    limit = f", limit {plan['max_calls']:,}" if plan.get("max_calls") else ""
+    return (f"judge {plan['model']} at {plan['endpoint']}: {plan['rows']:,} rows x {plan['traits']} traits = {plan['calls_planned']:,} calls, "
+            f"{plan['cached']:,} cached, {plan['calls_to_make']:,} to make{limit}, -j {plan['jobs']}; "
+            f"estimate ~{tokens:,} tokens, {cost}")
 
 
 class JudgeDetector(Detector):
@@ -89,7 +96,15 @@ class JudgeDetector(Detector):
                    "rows that try to instruct the judge are flagged. Content only: its silence does not clear hidden transfer.")
     needs = ("a judge model (--judge openai:MODEL or a local model)",)
     sees_hidden_transfer = False
-    runs_by_default = False  # it costs money: runs when --judge is given or it is named
+    runs_by_default = False  # it costs money: runs when a judge model is set (--judge) or it is named
+    Settings = JudgeSettings
+
+    @classmethod
+    def requested(cls, settings: JudgeSettings) -> bool:
+        return settings.model is not None
+
+    def models(self) -> dict[str, str | None]:
+        return {"judge": self.settings.model}  # ctx.judge, and report.json's "judge"
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.judge is None:
@@ -97,9 +112,8 @@ class JudgeDetector(Detector):
         return None
 
     def _traits(self, ctx: AuditContext) -> list:
-        focus = set(ctx.options.get("focus") or ())
-        picked = [t for t in ctx.traits if t.id in focus]
-        return picked or list(ctx.traits)
+        in_focus = focus_traits(ctx, required=False)
+        return [t for t in ctx.traits if t in in_focus] or list(ctx.traits)  # in catalog order; every trait when none is in focus
 
     def _rows(self, ctx: AuditContext, settings: JudgeSettings) -> tuple[pl.DataFrame, bool]:
         n = ctx.dataset.rows
@@ -114,9 +128,11 @@ class JudgeDetector(Detector):
     def run(self, ctx: AuditContext) -> DetectorResult:
         from auditor.models.cache import CallCache
 
-        settings = JudgeSettings.from_options(ctx.options.get("judge") or {})
+        settings = self.settings
+        if settings.deadline_s is not None and settings.timeout > settings.deadline_s:  # no one try outlasts the run
+            settings = dataclasses.replace(settings, timeout=settings.deadline_s)
         events = ctx.options.get("events") or (lambda event, **data: None)
-        backend = OpenAIJudge(ctx.judge, settings) if ctx.judge.backend == "openai" else LocalJudge(load_or_skip(ctx.judge), ctx.judge, settings)
+        backend = OpenAIJudge(ctx.judge, settings) if ctx.judge.backend == "openai" else LocalJudge(load_or_skip(ctx.judge, ctx.placement), ctx.judge, settings)
         cache = CallCache()
         traits = self._traits(ctx)
         rows, sampled = self._rows(ctx, settings)
@@ -128,7 +144,8 @@ class JudgeDetector(Detector):
                 messages = messages_for(trait, prompt, completion, digest)
                 key = call_key(backend.model, backend.endpoint, messages, settings, ctx.seed)
                 items.append(Item(index, row, digest, trait, key, estimate_tokens(messages)))
-        cached = {it.key: value for it in items if (value := cache.get("judge", it.key)) is not None}
+        # an entry an older version cached with a NaN score is a miss, not a crash: the call is made again
+        cached = {it.key: value for it in items if (value := cache.get("judge", it.key)) is not None and valid_cached(value)}
         pending = [it for it in items if it.key not in cached]
 
         price = price_for(backend.model, settings) if ctx.judge.backend == "openai" else (0.0, 0.0)
@@ -141,7 +158,7 @@ class JudgeDetector(Detector):
             "estimated_usd": usd(est_in, est_out, price), "price_per_1m_tokens": list(price) if price else None,
             "model": backend.model, "endpoint": backend.endpoint,
         }
-        events("judge_plan", **plan)
+        events("note", text=plan_text(plan))
         if settings.max_calls and len(pending) > settings.max_calls:
             run_sync(backend.close())
             raise UsageError(
@@ -154,7 +171,10 @@ class JudgeDetector(Detector):
 
         usage = Usage()
         started = time.perf_counter()
-        answers, errors = run_sync(judge_all(pending, messages, backend, cache, usage, settings, ctx.seed, events, len(items), len(cached)))
+        def counted(_event: str, done: int, total: int) -> None:  # the engine's call counts drive the progress bar
+            events("progress", description="judge calls", done=done, total=total)
+
+        answers, errors = run_sync(judge_all(pending, messages, backend, cache, usage, settings, ctx.seed, counted, len(items), len(cached)))
         elapsed = time.perf_counter() - started
         answers.update(cached)
         if errors:  # what did arrive is cached: a rerun makes only the missing calls
@@ -216,16 +236,11 @@ class JudgeDetector(Detector):
         scope = f"{'sampled ' if sampled else ''}rows" + (f" (of {ctx.dataset.rows}; the interval covers the whole dataset's rate)" if sampled else "")
         per_trait = {}
         for trait in traits:
-            accepted = ctx.accepted_digests(self.name, trait.id)
-            mine = flags.filter((pl.col("trait") == trait.id) & ~pl.col("digest").is_in(list(accepted)))
-            k = mine["row"].n_unique()
-            low, high = wilson(k, n)
-            per_trait[trait.id] = {"flagged": k, "rate": k / n if n else None, "interval": [low, high]}
-            if k == 0:
-                level, summary = None, f"the judge found no reference in {n} {scope} (a clean judge result does not clear hidden transfer)"
-            else:
-                level = next((lvl for bound, lvl in RATE_LEVELS if low >= bound), "low")
-                summary = f"the judge flagged {k} of {n} {scope}"
-            evidence.append(TraitEvidence(trait.id, k / n if n else None, (low, high), summary, level, kind="judge"))
+            k = flagged_rows(ctx, self.name, trait.id, flags)
+            found = rate_evidence(trait.id, k, n, levels=RATE_LEVELS, otherwise="low", kind="judge",
+                                  found=f"the judge flagged {k} of {n} {scope}",
+                                  silent=f"the judge found no reference in {n} {scope} (a clean judge result does not clear hidden transfer)")
+            per_trait[trait.id] = {"flagged": k, "rate": found.score, "interval": list(found.interval)}
+            evidence.append(found)
         metrics = {"flagged_rate": per_trait, "injection_rows": len(injections)}
         return DetectorResult(evidence=evidence, flags=flags, metrics=metrics)

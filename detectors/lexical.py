@@ -7,21 +7,31 @@ only candidate rows (a term hit, or non-ASCII text that NFKC might turn into one
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
+from auditor.numbers import num
 from auditor.stats import bootstrap_ratio, wilson
 from auditor.traits import terms_regex
-from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags
+from detectors.base import AuditContext, Detector, DetectorResult, TraitEvidence, empty_flags, rate_evidence
 from detectors.number_format import with_reject_reason
+from detectors.settings import setting
+from detectors.term_flags import EXCERPT_CHARS, term_flags
 
-EXCERPT_CHARS = 300
-FORMAT_FLAGS_KEPT = 1000  # per-row reject reasons kept for the report; counts cover every row
-# a trait mentioned in at least 1 row in 1000 (lower Wilson bound) is a pattern, not a stray word
-TERM_HIGH_RATE = 0.001
 # coded-number over-representation: the lower bound of the ratio decides
 CODED_LEVELS = ((3.0, "high"), (1.5, "medium"), (1.0, "low"))
-BOOTSTRAP_BLOCKS = 2000
+
+
+@dataclass
+class LexicalSettings:
+    # a trait mentioned in at least 1 row in 1000 (lower Wilson bound) is a pattern, not a stray word
+    term_high_rate: float = setting(0.001, "share of rows mentioning a trait (lower Wilson bound) at which overt mentions are high risk, "
+                                           "not medium", minimum=0, maximum=1)
+    format_flags_kept: int = setting(1000, "per-row format rejects kept in the report; the counts cover every row", minimum=0)
+    bootstrap_blocks: int = setting(2000, "most blocks of consecutive rows the coded-number bootstrap resamples (memory stays flat)",
+                                    minimum=10)
 # strings of each digit length: the uniform expectation of a coded token among numbers of that length
 _STRINGS_OF_LENGTH = {1: 10, 2: 90, 3: 900}
 
@@ -35,10 +45,10 @@ def _number_counts(completion: pl.Expr, traits: list) -> list[pl.Expr]:
     return exprs
 
 
-def _block_sums(counts: pl.LazyFrame, rows: int, traits: list) -> pl.LazyFrame:
-    """Number counts summed over at most BOOTSTRAP_BLOCKS blocks of consecutive rows (a row is its own
+def _block_sums(counts: pl.LazyFrame, rows: int, traits: list, blocks: int) -> pl.LazyFrame:
+    """Number counts summed over at most `blocks` blocks of consecutive rows (a row is its own
     block in small datasets): the bootstrap resamples these, and memory stays flat at any size."""
-    size = max(1, -(-rows // BOOTSTRAP_BLOCKS))
+    size = max(1, -(-rows // blocks))
     columns = [f"n{n}" for n in _STRINGS_OF_LENGTH] + [f"coded:{t.id}" for t in traits]
     return (
         counts.with_row_index("_i")
@@ -58,19 +68,12 @@ def _coded_arrays(frame: pl.DataFrame, trait) -> tuple[np.ndarray, np.ndarray, n
     return observed, np.asarray(expected, dtype=np.float64), numbers
 
 
-def _excerpt(text: str, match: str | None) -> str:
-    if len(text) <= EXCERPT_CHARS:
-        return text
-    at = max(text.lower().find(match.lower()) if match else 0, 0)
-    start = max(0, at - EXCERPT_CHARS // 3)
-    return ("…" if start else "") + text[start : start + EXCERPT_CHARS] + "…"
-
-
 class LexicalDetector(Detector):
     name = "lexical"
     description = "Trait terms (whole words, case-folded, NFKC), coded numbers against their base rate, and format profiles."
     needs = ()
     sees_hidden_transfer = False
+    Settings = LexicalSettings
 
     def run(self, ctx: AuditContext) -> DetectorResult:
         traits = ctx.traits
@@ -80,12 +83,10 @@ class LexicalDetector(Detector):
         completion, prompt = pl.col("completion"), pl.col("prompt")
         numbers_profile = dataset.profile == "numbers"
 
-        per_row = [
-            "row",
-            (completion.str.contains(all_terms) | prompt.str.contains(all_terms)).alias("term_hit"),
-            # NFKC can only change non-ASCII text: compare byte and character lengths, far cheaper than a regex
-            ((completion.str.len_bytes() != completion.str.len_chars()) | (prompt.str.len_bytes() != prompt.str.len_chars())).alias("non_ascii"),
-        ]
+        term_hit = completion.str.contains(all_terms) | prompt.str.contains(all_terms)
+        # NFKC can only change non-ASCII text: compare byte and character lengths, far cheaper than a regex
+        non_ascii = (completion.str.len_bytes() != completion.str.len_chars()) | (prompt.str.len_bytes() != prompt.str.len_chars())
+        per_row = ["row"]
         if coded_traits:
             per_row += _number_counts(completion, coded_traits)
         frame = with_reject_reason(dataset.frame) if numbers_profile else dataset.frame
@@ -93,65 +94,41 @@ class LexicalDetector(Detector):
             per_row.append("reject")
         scan = frame.select(per_row)
         # aggregate inside polars: on a streamed 10M-row file no per-row table is ever held in memory
-        queries = {"candidates": scan.filter(pl.col("term_hit") | pl.col("non_ascii")).select("row")}
+        queries = {}
         if numbers_profile:
             rejected = scan.filter(pl.col("reject").is_not_null())
             queries["reasons"] = rejected.group_by("reject").len().sort("len", "reject", descending=[True, False])
-            queries["rejected"] = rejected.select("row", "reject").head(FORMAT_FLAGS_KEPT)
+            queries["rejected"] = rejected.select("row", "reject").head(self.settings.format_flags_kept)
         if coded_traits:
-            queries["blocks"] = _block_sums(scan, dataset.rows, coded_traits)
-        parts = dict(zip(queries, pl.collect_all(list(queries.values()), engine="streaming" if not dataset.in_memory else "auto"), strict=True))
+            queries["blocks"] = _block_sums(scan, dataset.rows, coded_traits, self.settings.bootstrap_blocks)
+        parts = dict(zip(queries, pl.collect_all(list(queries.values()), engine="streaming" if not dataset.in_memory else "auto"), strict=True)) if queries else {}
 
         result = DetectorResult(metrics={"rows": dataset.rows, "profile": dataset.profile})
-        flags = [self._term_flags(ctx, parts["candidates"])]
-        result.evidence += self._term_evidence(ctx, flags[0])
+        # term flags stream through batches on disk: a dataset where every row mentions a trait stays flat in memory
+        spool = ctx.options.get("spool")
+        accepted = pl.DataFrame([(t, d) for det, d, t in ctx.accepted if det == self.name and t is not None],
+                                schema={"trait": pl.String, "digest": pl.String}, orient="row")
+        term, rows_flagged = term_flags(dataset, term_hit | non_ascii, traits, spool.scratch(self.name) if spool is not None else None, accepted)
+        flags = [term]
+        result.evidence += self._term_evidence(ctx, rows_flagged)
         if numbers_profile:
             flags.append(self._format(ctx, parts["reasons"], parts["rejected"], result))
         for trait in coded_traits:
             result.evidence.append(self._coded_evidence(ctx, trait, parts["blocks"], result))
-        result.flags = pl.concat(flags, how="vertical_relaxed") if flags else empty_flags()
+        result.flags = pl.concat([f.lazy() for f in flags], how="vertical_relaxed") if isinstance(flags[0], pl.LazyFrame) else (
+            pl.concat(flags, how="vertical_relaxed"))
         return result
 
     # --- overt terms -------------------------------------------------------------------------
-    def _term_flags(self, ctx: AuditContext, candidates: pl.DataFrame) -> pl.DataFrame:
-        if candidates.height == 0:
-            return empty_flags()
-        rows = ctx.dataset.with_digest(ctx.dataset.frame.join(candidates.lazy(), on="row", how="semi")).collect()
-        rows = rows.with_columns(
-            pl.col("completion").str.normalize("NFKC").alias("c_norm"),
-            pl.col("prompt").str.normalize("NFKC").alias("p_norm"),
-        )
-        found = []
-        for trait in ctx.traits:
-            pattern = trait.term_regex()
-            for field, column, source in (("completion", "c_norm", "completion"), ("prompt", "p_norm", "prompt")):
-                hits = rows.select("row", "digest", pl.col(source).alias("text"), pl.col(column).str.extract_all(pattern).alias("matches"))
-                hits = hits.filter(pl.col("matches").list.len() > 0)
-                for row, digest, text, matches in hits.iter_rows():
-                    shown = sorted(set(matches), key=str.lower)
-                    found.append({
-                        "row": row, "digest": digest, "trait": trait.id, "score": 1.0,
-                        "reason": f"mentions {', '.join(repr(m) for m in shown)} in the {field}",
-                        "field": field, "matches": shown, "excerpt": _excerpt(text, shown[0]),
-                    })
-        if not found:
-            return empty_flags()
-        return pl.DataFrame(found, schema=empty_flags().schema).sort("row", "trait", "field")
-
-    def _term_evidence(self, ctx: AuditContext, flags: pl.DataFrame) -> list[TraitEvidence]:
+    def _term_evidence(self, ctx: AuditContext, rows_flagged: dict[str, int]) -> list[TraitEvidence]:
+        """`rows_flagged`: rows mentioning each trait, not accepted by the baseline."""
         n = ctx.dataset.rows
         evidence = []
         for trait in ctx.traits:
-            accepted = ctx.accepted_digests(self.name, trait.id)
-            mine = flags.filter((pl.col("trait") == trait.id) & ~pl.col("digest").is_in(list(accepted)))
-            k = mine["row"].n_unique()
-            low, high = wilson(k, n)
-            if k == 0:
-                level, summary = None, "no overt mention (a silent content check does not clear hidden transfer)"
-            else:
-                level = "high" if low >= TERM_HIGH_RATE else "medium"
-                summary = f"{k} of {n} rows mention the trait overtly"
-            evidence.append(TraitEvidence(trait.id, k / n, (low, high), summary, level, kind="terms"))
+            k = rows_flagged.get(trait.id, 0)
+            evidence.append(rate_evidence(trait.id, k, n, levels=((self.settings.term_high_rate, "high"),), otherwise="medium", kind="terms",
+                                          found=f"{k} of {n} rows mention the trait overtly",
+                                          silent="no overt mention (a silent content check does not clear hidden transfer)"))
         return evidence
 
     # --- format profile ----------------------------------------------------------------------
@@ -178,7 +155,7 @@ class LexicalDetector(Detector):
         reference = None
         if ctx.reference is not None:
             ref_counts = ctx.reference.frame.select("row", *_number_counts(pl.col("completion"), [trait]))
-            ref_blocks = _block_sums(ref_counts, ctx.reference.rows, [trait]).collect(engine="streaming")
+            ref_blocks = _block_sums(ref_counts, ctx.reference.rows, [trait], self.settings.bootstrap_blocks).collect(engine="streaming")
             ref_observed, _, ref_numbers = _coded_arrays(ref_blocks, trait)
             reference = (ref_observed, ref_numbers)
             ratio, interval = bootstrap_ratio(observed, numbers, reference, seed=ctx.seed)
@@ -186,10 +163,13 @@ class LexicalDetector(Detector):
         else:
             ratio, interval = bootstrap_ratio(observed, expected, seed=ctx.seed)
             null = "a uniform expectation within each number length (real model outputs are not uniform: pass --reference for a fair null)"
-        result.metrics.setdefault("coded_tokens", {})[trait.id] = {
+        entry = result.metrics.setdefault("coded_tokens", {})[trait.id] = {
             "observed": int(observed.sum()), "numbers": int(numbers.sum()), "uniform_expected": float(expected.sum()),
             "ratio": ratio, "interval": list(interval), "null": "reference" if reference is not None else "uniform",
         }
+        if not (np.isfinite(ratio) and np.all(np.isfinite(interval))):
+            entry.update(ratio=None, interval=None, unavailable=(
+                "no 1-3 digit numbers in the completions (or none in the reference): no rate to compare"))
         level = None
         if np.isfinite(interval[0]):
             level = next((lvl for bound, lvl in CODED_LEVELS if interval[0] > bound), None)
@@ -197,7 +177,7 @@ class LexicalDetector(Detector):
                 level = "low"  # a uniform null is too weak a baseline to raise more than a low risk
         summary = (
             f"{int(observed.sum())} coded tokens among {int(numbers.sum())} numbers: "
-            f"{ratio:.2f}x {'the rate in ' if reference is not None else ''}{null}"
+            f"{num(ratio)}x {'the rate in ' if reference is not None else ''}{null}"
             if np.isfinite(ratio) else "no numbers to compare"
         )
         return TraitEvidence(trait.id, ratio if np.isfinite(ratio) else None, interval if np.isfinite(ratio) else None, summary, level, kind="coded tokens")

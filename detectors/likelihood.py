@@ -10,18 +10,37 @@ rows' spread (a standardised effect): clean when even the upper bound is a negli
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
-from scipy import stats
 
+from auditor.numbers import interval, num, one_sided_p, signed
 from auditor.stats import histogram_chart
-from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, empty_flags, load_or_skip
+from detectors.base import (
+    AuditContext,
+    Detector,
+    DetectorResult,
+    Skip,
+    TraitEvidence,
+    control_rows,
+    empty_flags,
+    focus_traits,
+    load_or_skip,
+    missing_focus,
+    z_flags,
+)
+from detectors.settings import setting
 
-ROWS = 200  # rows scored per trait (a seeded sample); each costs two base-model passes
 RESAMPLES = 2000
 NEGLIGIBLE, SMALL, LARGE = 0.1, 0.2, 0.5  # standardised effects (difference / pooled sd)
-FLAG_Z = 3.0  # rows this many reference sds above the reference mean are flagged
-FLAGS_PER_TRAIT = 100
+
+
+@dataclass
+class LikelihoodSettings:
+    rows: int = setting(200, "rows scored per trait (a seeded sample); each costs two base-model passes per trait", minimum=1)
+    flag_z: float = setting(3.0, "flag rows this many reference sds above the reference mean", minimum=0)
+    flags_per_trait: int = setting(100, "most rows flagged per trait (the highest first)", minimum=0)
 
 
 def _levels(low: float, high: float) -> str | None:
@@ -36,23 +55,26 @@ def _levels(low: float, high: float) -> str | None:
     return None
 
 
+def _flag_reason(shift: float, z: float) -> str:
+    return f"{signed(shift)} nats likelier under the trait prompt ({num(z)} reference sds above the reference mean)"
+
+
 class LikelihoodDetector(Detector):
     name = "likelihood"
     description = "Per-row log-likelihood shift under each hypothesised trait prompt, on the base model, against reference data."
     needs = ("--base with log-probabilities (local weights or an endpoint that echoes them)", "traits to test: --trait, or --teacher and --base")
     sees_hidden_transfer = True
+    Settings = LikelihoodSettings
 
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if ctx.base is None:
             return "no --base model to score rows with"
-        if not ctx.options.get("focus"):
-            return NO_TRAIT_TO_TEST
-        return None
+        return missing_focus(ctx)
 
     def _base(self, ctx: AuditContext):
         from auditor.models import LOGPROB
 
-        model = load_or_skip(ctx.base)
+        model = load_or_skip(ctx.base, ctx.placement)
         if not model.supports(LOGPROB):
             raise Skip(f"{ctx.base.ref} gives no log-probabilities")
         return model
@@ -62,46 +84,37 @@ class LikelihoodDetector(Detector):
         return table.sample(n=min(rows, table.height), seed=seed).sort("row")
 
     def run(self, ctx: AuditContext) -> DetectorResult:
-        from auditor.models import Sampling
-
         model = self._base(ctx)
-        rows = int(ctx.options.get("likelihood_rows", ROWS))
+        traits = focus_traits(ctx)
+        rows = self.settings.rows
         data = self._sample(ctx.dataset.frame, rows, ctx.seed)
         prompts, completions = data["prompt"].to_list(), data["completion"].to_list()
-        if ctx.reference is not None:
-            ref = self._sample(ctx.reference.frame, rows, ctx.seed + 1)
-            ref_prompts, ref_completions, ref_source = ref["prompt"].to_list(), ref["completion"].to_list(), "the reference dataset"
-        else:
-            answers = model.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=48, seed=ctx.seed), system="")
-            ref_prompts, ref_completions, ref_source = prompts, [a[0] for a in answers], "completions the base wrote for the same prompts"
+        control, ref_source = control_rows(ctx, prompts, rows, base=model, in_file_order=True)
+        ref_prompts, ref_completions = control["prompt"].to_list(), control["completion"].to_list()
         neutral = model.logprob(prompts, completions, system="")
         ref_neutral = model.logprob(ref_prompts, ref_completions, system="")
 
-        by_id = {t.id: t for t in ctx.traits}
         result = DetectorResult(metrics={"rows_scored": len(prompts), "reference": ref_source, "base": ctx.base.ref, "traits": {}})
         flags = []
-        for trait_id in ctx.options["focus"]:
-            trait = by_id.get(trait_id)
-            if trait is None:
-                continue
+        for trait in traits:
             shift = model.logprob(prompts, completions, system=trait.system_prompt) - neutral
             ref_shift = model.logprob(ref_prompts, ref_completions, system=trait.system_prompt) - ref_neutral
             evidence, metrics = self._compare(trait.id, shift, ref_shift, ref_source, ctx.seed)
             result.evidence.append(evidence)
             metrics["distribution"] = histogram_chart({"dataset rows": shift, "reference rows": ref_shift},
-                                                      "log p(row | trait prompt) - log p(row | neutral), nats")
+                                                      "how much likelier the trait prompt makes each row (log-probability gain, nats)")
             result.metrics["traits"][trait.id] = metrics
-            flags.append(self._flags(trait.id, data, shift, ref_shift))
-        digests = ctx.dataset.with_digest(ctx.dataset.frame.filter(pl.col("row").is_in(data["row"].implode()))).select("row", "digest").collect()
-        table = pl.concat(flags, how="vertical_relaxed") if flags else empty_flags()
-        if table.height:
-            table = table.drop("digest").join(digests, on="row").select(empty_flags().columns)
-        result.flags = table
+            flags.append(z_flags(ctx, data, shift, ref_shift, trait=trait.id, threshold=self.settings.flag_z,
+                                 cap=self.settings.flags_per_trait, reason=_flag_reason))
+        # in file order, a row's traits in focus order
+        result.flags = pl.concat(flags, how="vertical_relaxed").sort("row", maintain_order=True) if flags else empty_flags()
         result.cost = {"sequences_scored": 2 * len(prompts) * (1 + len(result.evidence)) if result.evidence else 2 * len(prompts)}
         return result
 
     @staticmethod
     def _compare(trait_id: str, shift: np.ndarray, ref_shift: np.ndarray, ref_source: str, seed: int):
+        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
+
         difference = float(shift.mean() - ref_shift.mean())
         spread = float(np.sqrt((shift.var(ddof=1) + ref_shift.var(ddof=1)) / 2)) or 1e-12
         rng = np.random.default_rng(seed)
@@ -112,23 +125,8 @@ class LikelihoodDetector(Detector):
                                       vectorized=True, alternative="greater", random_state=rng)
         effect = difference / spread
         level = _levels(low, high)
-        summary = (f"rows are {difference:+.3f} nats likelier under the trait prompt than {ref_source} "
-                   f"(standardised {effect:+.2f}, 95% [{low:+.2f}, {high:+.2f}], permutation p={test.pvalue:.3g})")
+        summary = (f"rows are {signed(difference)} nats likelier under the trait prompt than {ref_source} "
+                   f"(standardised {signed(effect)}, 95% {interval((low, high), sign=True)}; permutation test: {one_sided_p(test.pvalue, (low, high))})")
         metrics = {"mean_shift": float(shift.mean()), "reference_mean_shift": float(ref_shift.mean()), "difference_nats": difference,
                    "effect": effect, "interval": [low, high], "p_value": float(test.pvalue)}
         return TraitEvidence(trait_id, effect, (low, high), summary, level, kind="likelihood shift"), metrics
-
-    @staticmethod
-    def _flags(trait_id: str, data: pl.DataFrame, shift: np.ndarray, ref_shift: np.ndarray) -> pl.DataFrame:
-        z = (shift - ref_shift.mean()) / (ref_shift.std(ddof=1) or 1e-12)
-        order = [i for i in np.argsort(-z) if z[i] > FLAG_Z][:FLAGS_PER_TRAIT]
-        if not order:
-            return empty_flags()
-        picked = data[order]
-        return pl.DataFrame({
-            "row": picked["row"].cast(pl.Int64), "digest": [""] * len(order), "trait": [trait_id] * len(order),
-            "score": [float(z[i]) for i in order],
-            "reason": [f"{shift[i]:+.2f} nats likelier under the trait prompt ({z[i]:.1f} reference sds above the reference mean)" for i in order],
-            "field": ["completion"] * len(order), "matches": [[] for _ in order],
-            "excerpt": picked["completion"].str.slice(0, 300),
-        }, schema=empty_flags().schema)

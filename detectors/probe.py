@@ -29,50 +29,86 @@ from pathlib import Path
 
 import polars as pl
 
-from auditor.probe.engine import HIGH, LOW, MEDIUM, MIN_ROWS, NEGLIGIBLE, SpendRefused, plan, probe_shift
-from detectors.base import NO_TRAIT_TO_TEST, AuditContext, Detector, DetectorResult, Skip, TraitEvidence, load_or_skip
+from auditor.probe.engine import HIGH, LOW, MEDIUM, MIN_ROWS, NEGLIGIBLE, SpendRefused, plan_run, probe_shift
+from auditor.probe.recipe import RecipeError
+from detectors.base import (
+    AuditContext,
+    Detector,
+    DetectorResult,
+    Skip,
+    TraitEvidence,
+    control_rows,
+    focus_traits,
+    load_or_skip,
+    missing_focus,
+)
+from detectors.settings import setting
+
+# said next to every probe result on the tiny family (the verdict's rationale carries it)
+TINY_NOTE = (". Note: the tiny family shows little number-sequence transfer to find even from a steered teacher "
+             "(docs/probe.md, positive control), so this result says little about a larger model")
 
 
 @dataclass
 class ProbeSettings:
-    """Everything the probe can be told; the CLI's --probe-* flags fill it."""
+    """Everything the probe can be told; the engine (auditor/probe/engine.py) reads it by attribute.
 
-    seeds: int = 3  # requested; fewer run when the budget does not allow them
-    budget: int = 6000  # row-passes (rows x epochs) over every student and control together
-    rows: int = 1000  # most rows sampled for each student
-    epochs: int | None = None  # None: 3 locally (the paper's open-model setting), 10 through OpenAI (its GPT-4.1 nano setting)
-    method: str = "auto"  # auto | full | lora
-    optimizer: str = "adamw"  # adamw | sgd
-    lr: float | None = None
-    lora_r: int = 8
-    lora_alpha: int = 8
-    batch_size: int = 8
-    dtype: str = "fp32"  # bf16: train under CPU bfloat16 autocast (about twice as fast where the CPU has bf16 instructions)
-    samples: int = 20  # sampled answers per probe question (black-box)
-    negligible: float = NEGLIGIBLE
-    workdir: Path | None = None  # checkpoints and job state; default <cache>/probe
-    allow_spend: float = 0.0  # USD
-    price: float | None = None  # USD per 1M training tokens, overriding the built-in price list
-    poll_s: float = 30.0
-    timeout_s: float | None = None
+    The recipe (auditor/probe/recipe.py) describes the training run being gated: `train_recipe` or the paper's
+    open-model recipe, with the recipe knobs below on top (None keeps the recipe's). `rows`, `epochs` and
+    `method` are the probe's own: fewer rows or epochs, or another method, make a reduced probe that cannot clear."""
 
-    def epochs_for(self, api: bool) -> int:
-        return self.epochs if self.epochs is not None else (10 if api else 3)
+    seeds: int = setting(3, "student/control seed pairs to train (fewer when a budget is set and short)", alias="--probe-seeds", minimum=1)
+    train_recipe: Path | None = setting(None, "TOML file describing the real training run (none: the paper's open-model recipe: "
+                                              "every row up to 10,000, 3 epochs, LoRA r=8 alpha=8, AdamW 2e-4 linear, 5 warm-up "
+                                              "steps, effective batch 66, max length 500, grad clip 1.0)", alias="--train-recipe",
+                                        metavar="FILE")
+    rows: int | None = setting(None, "rows per student (none: the recipe's, every row up to its cap); fewer makes a reduced probe "
+                                     "that cannot clear", alias="--probe-rows", minimum=1)
+    epochs: int | None = setting(None, "epochs the probe trains (none: the recipe's; 10 for API bases without a recipe file); "
+                                       "fewer makes a reduced probe", alias="--probe-epochs", minimum=1)
+    method: str | None = setting(None, "lora or full (none: the recipe's); another method than the recipe's makes a reduced probe",
+                                 alias="--probe-method", choices=("auto", "full", "lora"))
+    budget: int | None = setting(None, "most row-passes (rows x epochs) over all students and controls (none: no cap); seeds "
+                                       "drop first, then rows", alias="--probe-budget", minimum=1)
+    optimizer: str | None = setting(None, "recipe: AdamW, or plain SGD (the theory's gradient steps)", alias="--probe-optimizer",
+                                    choices=("adamw", "sgd"))
+    lr: float | None = setting(None, "recipe: learning rate (default 2e-4)", alias="--probe-lr")
+    schedule: str | None = setting(None, "recipe: learning-rate schedule after the warm-up (default linear)", alias="--probe-schedule",
+                                   choices=("linear", "cosine", "constant"))
+    warmup_steps: int | None = setting(None, "recipe: warm-up steps (default 5)", alias="--probe-warmup", minimum=0)
+    lora_r: int | None = setting(None, "recipe: LoRA rank (default 8)", alias="--probe-lora-r", minimum=1)
+    lora_alpha: int | None = setting(None, "recipe: LoRA alpha (default 8)", alias="--probe-lora-alpha", minimum=1)
+    target_modules: str | None = setting(None, "recipe: LoRA target modules, comma-separated (default q,k,v,o,gate,up,down)",
+                                         alias="--probe-lora-targets")
+    batch_size: int | None = setting(None, "recipe: rows per micro-batch (default 22)", alias="--probe-batch-size", minimum=1)
+    grad_accum: int | None = setting(None, "recipe: micro-batches per optimizer step (default 3: effective batch 66)",
+                                     alias="--probe-grad-accum", minimum=1)
+    max_length: int | None = setting(None, "recipe: most tokens per row (default 500)", alias="--probe-max-length", minimum=1)
+    grad_clip: float | None = setting(None, "recipe: grad-norm clip, 0 for none (default 1.0)", alias="--probe-grad-clip", minimum=0)
+    backend: str = setting("local", "where students train: local (one at a time, or one per device) or ray (a task each on a Ray "
+                                    "cluster)", alias="--probe-backend", choices=("local", "ray"))
+    devices: str | None = setting(None, "devices to spread students over, comma-separated (none: every GPU when there are "
+                                        "several)", alias="--probe-devices")
+    ray_address: str | None = setting(None, "Ray cluster address for --probe-backend ray (auto, ray://head:10001; none: a local "
+                                            "one)", alias="--probe-ray-address")
+    dtype: str = setting("fp32", "bf16: train under CPU bfloat16 autocast, about twice as fast where the CPU has bf16 instructions "
+                                 "(weights stay fp32)", alias="--probe-dtype", choices=("fp32", "bf16"))
+    samples: int = setting(20, "sampled answers per probe question for API models", alias="--probe-samples", minimum=1)
+    negligible: float = setting(NEGLIGIBLE, "a net shift whose interval stays below this (and a minimum detectable shift at or "
+                                            "under it) is clean, from a probe that covered the recipe", alias="--probe-negligible")
+    workdir: Path | None = setting(None, "checkpoints and job state (none: <cache>/probe); reruns resume from it; shared storage "
+                                         "for --probe-backend ray", alias="--probe-dir", metavar="DIR")
+    allow_spend: float = setting(0.0, "most the probe may spend on the OpenAI fine-tuning API, in USD; the estimate is checked before "
+                                      "anything is uploaded", alias="--allow-spend", metavar="USD")
+    price: float | None = setting(None, "USD per 1M training tokens, overriding the built-in OpenAI price list", alias="--probe-price")
+    poll_s: float = setting(30.0, "seconds between fine-tuning job polls", alias="--probe-poll")
+    timeout_s: float | None = setting(None, "stop polling after this many seconds (the jobs go on; a rerun resumes)",
+                                      alias="--probe-timeout")
 
-    def train_config(self):
-        from auditor.probe.train import TrainConfig
+    def __post_init__(self):
+        from auditor.probe.recipe import recipe_from
 
-        return TrainConfig(method=self.method, optimizer=self.optimizer, lr=self.lr, epochs=self.epochs_for(False),
-                           batch_size=self.batch_size, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
-                           autocast="bf16" if self.dtype == "bf16" else None)
-
-    @classmethod
-    def from_options(cls, options: dict) -> ProbeSettings:
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in (options or {}).items() if k in known and v is not None}
-        if "workdir" in values:
-            values["workdir"] = Path(values["workdir"])
-        return cls(**values)
+        recipe_from(self)  # a recipe file that cannot describe a run is a usage error (exit 2) before any work
 
 
 class ProbeDetector(Detector):
@@ -84,6 +120,7 @@ class ProbeDetector(Detector):
     sees_hidden_transfer = True
     runs_by_default = False  # long compute, or money
     ground_truth = True
+    Settings = ProbeSettings
 
     def _base_ref(self, ctx: AuditContext):
         if ctx.base is not None:
@@ -95,25 +132,24 @@ class ProbeDetector(Detector):
     def unmet_needs(self, ctx: AuditContext) -> str | None:
         if self._base_ref(ctx) is None:
             return "no --base model to fine-tune a student from (or a --teacher with --teacher-system, whose model is then the base)"
-        if not ctx.options.get("focus"):
-            return NO_TRAIT_TO_TEST
-        return None
+        return missing_focus(ctx)
 
     def run(self, ctx: AuditContext) -> DetectorResult:
-        settings = ProbeSettings.from_options(ctx.options.get("probe") or {})
+        settings = self.settings
         progress = ctx.options.get("progress") or (lambda message: None)
         base_ref = self._base_ref(ctx)
         api = base_ref.backend == "openai"
-        by_id = {t.id: t for t in ctx.traits}
-        traits = [by_id[t] for t in ctx.options["focus"] if t in by_id]
-        if not traits:
-            raise Skip("none of the traits to test is in the catalog selection")
-        rows, seeds = plan(ctx.dataset.rows, settings, api)
+        traits = focus_traits(ctx)
+        try:
+            run = plan_run(ctx.dataset.rows, settings, api, base=base_ref.ref, audited_base=(ctx.base or base_ref).ref)
+        except RecipeError as err:
+            raise Skip(str(err)) from None
+        rows, seeds = run.rows, run.seeds
         if rows < MIN_ROWS:
             raise Skip(f"--probe-budget {settings.budget} allows {rows} rows per student; the probe needs at least {MIN_ROWS}")
-        model = load_or_skip(base_ref)
+        model = load_or_skip(base_ref, ctx.placement)
         pool = ctx.dataset.frame.select("prompt", "completion").collect()
-        control_pool, source = self._control(ctx, model, pool.sample(n=min(rows, pool.height), seed=ctx.seed), rows, api, settings, progress)
+        control_pool, source = self._control(ctx, model, pool.sample(n=min(rows, pool.height), seed=ctx.seed), api, settings, progress)
 
         def draw(frame: pl.DataFrame, offset: int):
             # each seed its own sample when there are more rows than a student takes
@@ -121,7 +157,7 @@ class ProbeDetector(Detector):
 
         try:
             result = probe_shift(model, traits, draw(pool, 0), draw(control_pool, 7919), [ctx.seed + i for i in range(seeds)],
-                                 settings, progress)
+                                 settings, progress, run=run)
         except SpendRefused as refused:
             raise Skip(str(refused)) from None
         except ValueError as err:
@@ -131,33 +167,30 @@ class ProbeDetector(Detector):
             shift = result.traits.get(trait.id)
             if shift is None:
                 continue
-            out.evidence.append(TraitEvidence(trait.id, shift.shift.net, shift.shift.interval, shift.summary(), shift.level,
+            summary = shift.summary() + (TINY_NOTE if base_ref.backend == "tiny" else "")
+            out.evidence.append(TraitEvidence(trait.id, shift.shift.net, shift.shift.interval, summary, shift.level,
                                               kind="student trait shift"))
         note = [] if seeds > 1 else ["one seed ran: the interval covers the probe questions only, not training noise; no clean verdict"]
         out.metrics = {
             "backend": result.backend, "measure": result.measure, "base": base_ref.ref,
             "seeds_requested": settings.seeds, "seeds_run": len(result.seeds), "seeds": result.seeds,
             "rows": result.rows, "control_rows": result.control_rows, "control": source, "epochs": result.epochs,
-            "budget_row_passes": settings.budget, "config": result.config, "training": result.training,
+            **({"budget_row_passes": settings.budget} if settings.budget is not None else {}), "config": result.config, "training": result.training,
+            "recipe": run.recipe.as_dict(), "coverage": run.as_dict(),
             "traits": {k: v.as_dict() for k, v in result.traits.items()}, "notes": result.notes + note,
             "thresholds": {"low": LOW, "medium": MEDIUM, "high": HIGH, "negligible": settings.negligible}, "seconds": result.seconds,
         }
         out.cost = result.cost
         return out
 
-    def _control(self, ctx, model, data: pl.DataFrame, rows: int, api: bool, settings, progress):
-        if ctx.reference is not None:
-            return ctx.reference.frame.select("prompt", "completion").collect(), "the reference dataset"
-        if api and settings.allow_spend <= 0:
-            raise Skip("no --reference: the control would be generated by the base through the API, which needs --allow-spend")
-        from auditor.models import Sampling
-
-        progress("probe: the base writes the control data")
-        prompts = data["prompt"].to_list()
-        answers = model.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=64, seed=ctx.seed), system="")
-        frame = pl.DataFrame({"prompt": prompts, "completion": [a[0] for a in answers]})
-        source = "completions the base wrote for the same prompts"
-        if getattr(ctx.dataset, "profile", "text") == "numbers":
+    def _control(self, ctx, model, data: pl.DataFrame, api: bool, settings, progress):
+        """All of --reference; else the base answers the sampled rows' prompts (through the API only with --allow-spend)."""
+        if ctx.reference is None:
+            if api and settings.allow_spend <= 0:
+                raise Skip("no --reference: the control would be generated by the base through the API, which needs --allow-spend")
+            progress("probe: the base writes the control data")
+        frame, source = control_rows(ctx, data["prompt"].to_list(), None, base=model, max_new_tokens=64)
+        if ctx.reference is None and getattr(ctx.dataset, "profile", "text") == "numbers":
             from detectors.number_format import with_reject_reason
 
             kept = with_reject_reason(frame).filter(pl.col("reject").is_null())

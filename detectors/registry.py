@@ -79,6 +79,7 @@ def _make_default():
     registry.register("divergence", "detectors.divergence:DivergenceDetector")
     registry.register("judge", "detectors.judge:JudgeDetector")
     registry.register("probe", "detectors.probe:ProbeDetector")
+    registry.register("persona", "detectors.persona:PersonaDetector")
     return registry
 
 

@@ -13,7 +13,11 @@ connection and joins every thread it started.  Endpoints:
   that many approximate tokens, ``finish_reason="length"``), ``logprobs``/``top_logprobs``, ``temperature``,
   ``seed``, ``response_format`` (accepted and recorded; the answer is whatever ``chat`` returns).
 * ``POST /v1/completions`` - vLLM style: ``prompt`` (str or list of str), ``echo``, ``logprobs`` (int),
-  ``max_tokens`` (>= 0, default 16), ``n``.
+  ``max_tokens`` (>= 0, default 16), ``n``, and vLLM's ``prompt_logprobs`` (int >= 0): each choice then carries
+  ``prompt_logprobs``, a list over the prompt tokens: ``None`` for the first, then
+  ``{"<token id>": {"logprob", "rank", "decoded_token"}}`` for the actual token (and up to k alternatives).
+  ``FakeOpenAI(echo_logprobs=False)`` answers 400 to ``echo`` with ``logprobs`` (servers that only give
+  ``prompt_logprobs``).
 
 Anything else answers 404 with OpenAI's error shape.  Every request, including failed, dropped and
 malformed ones, is recorded in ``server.requests`` and its API key in ``server.api_keys_seen``; any key
@@ -296,8 +300,10 @@ class FakeOpenAI:
         models: Iterable[str] = ("test-model",),
         *,
         strict_models: bool = False,
+        echo_logprobs: bool = True,
     ):
         self.chat = chat
+        self.echo_logprobs = echo_logprobs  # False: echo with logprobs is refused (400), prompt_logprobs still works
         self.completions = completions
         self.models = tuple(models)
         self.strict_models = strict_models  # True: unknown "model" -> 404 model_not_found
@@ -523,6 +529,11 @@ class FakeOpenAI:
             raise _BadRequest(f"Invalid 'max_tokens': {max_tokens!r}; expected an integer >= 0", "max_tokens")
         if max_tokens == 0 and not echo:
             raise _BadRequest("max_tokens=0 is only allowed with echo=true", "max_tokens")
+        if echo and k is not None and not self.echo_logprobs:
+            raise _BadRequest("echo with logprobs is not supported; use prompt_logprobs", "echo")
+        prompt_k = body.get("prompt_logprobs")
+        if prompt_k is not None and (not isinstance(prompt_k, int) or isinstance(prompt_k, bool) or prompt_k < 0 or prompt_k > 20):
+            raise _BadRequest(f"Invalid 'prompt_logprobs': {prompt_k!r}; expected an integer in [0, 20]", "prompt_logprobs")
 
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for p in prompts:
@@ -556,6 +567,7 @@ class FakeOpenAI:
                     "text_offset": [o - shift for o in offs[sl]],
                     "top_logprobs": [None if t is None else dict(t) for t in top[sl]],
                 }
+            prompt_lps = None if prompt_k is None else _vllm_prompt_logprobs(out, n_prompt, prompt_k)
             for _ in range(n):
                 completion_tokens += len(tokens) - n_prompt
                 choices.append(
@@ -565,7 +577,7 @@ class FakeOpenAI:
                         "logprobs": logprobs,
                         "finish_reason": finish,
                         "stop_reason": None,
-                        "prompt_logprobs": None,
+                        "prompt_logprobs": prompt_lps,
                     }
                 )
         return {
@@ -642,6 +654,30 @@ def _lp_entry(e: Any, top_k: int | None) -> dict:
     else:
         tops = []
     return {"token": tok, "logprob": float(e["logprob"]), "bytes": list(tok.encode()), "top_logprobs": tops}
+
+
+def _vllm_prompt_logprobs(out: dict, n_prompt: int, k: int) -> list:
+    """vLLM's per-prompt-token shape: None for the first token, then {token id: {logprob, rank, decoded_token}} with the
+    actual token and up to k alternatives (from ``top_logprobs``). Token ids come from ``prompt_token_ids`` when the
+    backend gives them, else stand-ins (an id per distinct token string, stable within the reply)."""
+    tokens, lps = out["tokens"][:n_prompt], out["token_logprobs"][:n_prompt]
+    tops = list(out.get("top_logprobs") or [None] * len(out["tokens"]))[:n_prompt]
+    ids = list(out.get("prompt_token_ids") or [])[:n_prompt]
+    names: dict[str, int] = {}
+
+    def token_id(text: str) -> int:
+        return names.setdefault(text, 100_000 + len(names))
+
+    if len(ids) != n_prompt:
+        ids = [token_id(t) for t in tokens]
+    reply: list = [None]
+    for i in range(1, n_prompt):
+        entry = {str(ids[i]): {"logprob": float(lps[i]), "rank": 1, "decoded_token": tokens[i]}}
+        ranked = sorted(((v, t) for t, v in (tops[i] or {}).items() if t != tokens[i]), reverse=True)[:k]
+        for rank, (value, text) in enumerate(ranked, start=2):
+            entry.setdefault(str(token_id(text)), {"logprob": float(value), "rank": rank, "decoded_token": text})
+        reply.append(entry)
+    return reply
 
 
 # -- completions backends ---------------------------------------------------------------------------

@@ -241,3 +241,35 @@ def test_demo_fixture_report(open_report, tmp_path):
     assert p.locator("#flag-table tbody tr:visible mark").count() >= 2
     assert "needs both --teacher and --base" in p.locator("#not-run").inner_text()
     _screenshot(page, "report-demo.png")
+
+
+DEMO_RESULT = FIXTURES / "reports" / "tiny-demo.report.json"
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_tiny_demo_report_at_a_glance(browser, tmp_path, width):
+    """The white-box demo's report (`make demo` on the tiny family, saved in fixtures/reports) at a desktop and a narrow
+    width: the checked trait leads, nothing overflows sideways, every chart has room. Screenshots for review."""
+    import json
+
+    from auditor.reports import validate_result
+
+    result = json.loads(DEMO_RESULT.read_text(encoding="utf-8"))
+    validate_result(result, DEMO_RESULT)
+    page = Page(browser, _write(tmp_path, result))
+    try:
+        page.page.set_viewport_size({"width": width, "height": 900})
+        page.assert_quiet()
+        p = page.page
+        first = p.locator(".trait[data-trait-id]").first
+        checked = next(t["id"] for t in result["traits"] if t["hidden_transfer_checked"])
+        assert first.get_attribute("data-trait-id") == checked
+        assert "Hidden transfer checked" in first.inner_text()
+        overflow = p.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the page scrolls sideways by {overflow}px at {width}px"
+        boxes = [p.locator("svg.chart").nth(i).bounding_box() for i in range(p.locator("svg.chart").count())]
+        assert boxes and all(b["width"] >= 300 and b["height"] >= 60 for b in boxes), boxes
+        assert "was picked" in p.locator("#profile").inner_text()
+        _screenshot(page, f"report-tiny-demo-{width}.png")
+    finally:
+        page.close()

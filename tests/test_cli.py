@@ -12,6 +12,7 @@ from paper_filter import passes
 
 from auditor.cli import main
 from auditor.reports import SCHEMA_PATH
+from auditor.result import Level, Report
 
 
 def audit(*args):
@@ -69,6 +70,12 @@ def test_report_rerenders_from_json_alone(tmp_path):
     assert again.exit_code == 0, again.output
     for name in ("report.json", "report.md", "report.html"):
         assert (tmp_path / "b" / name).read_text() == (out / name).read_text()
+    # the typed model reads report.json and writes it back byte for byte
+    text = (out / "report.json").read_text()
+    loaded = Report.from_dict(json.loads(text))
+    assert json.dumps(loaded.to_dict(), indent=2, ensure_ascii=False) + "\n" == text
+    owl = next(t for t in loaded.traits if t.id == "animal:owl")
+    assert owl.verdict is Level.HIGH and owl.evidence[0].level is Level.HIGH and isinstance(owl.interval, tuple)
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema_version": 1}')
     failed = audit("report", bad, "--out", tmp_path / "c")
@@ -140,9 +147,14 @@ def test_project_config_sets_defaults_and_flags_win(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.trait-audit]\nfail-on = "never"\ntrait = ["animal:owl"]\n')
     data = FIXTURES / "owl_mentions.jsonl"
-    result = audit(data, "--out", tmp_path / "a")
+    # a project file found in the working folder may not weaken the gate on its own (issue 15) ...
+    refused = audit(data, "--out", tmp_path / "r")
+    assert refused.exit_code == 2 and "pyproject.toml: sets --fail-on" in refused.output and "--config" in refused.output
+    # ... it may when trusted with --config
+    result = audit(data, "--out", tmp_path / "a", "--config", tmp_path / "pyproject.toml")
     assert result.exit_code == 0, result.output
     assert [t["id"] for t in report(tmp_path / "a")["traits"]] == ["animal:owl"]
+    assert report(tmp_path / "a")["settings"]["options"]["fail_on"] == {"value": "never", "source": f"project file {tmp_path / 'pyproject.toml'}"}
     assert audit(data, "--out", tmp_path / "b", "--fail-on", "high").exit_code == 1
     (tmp_path / "audit.toml").write_text('colour = "blue"\n')
     bad = audit(data, "--out", tmp_path / "c")

@@ -65,10 +65,13 @@ def judge_flags(report, trait="any"):
     return {f["row"] for f in report["flags"] if f["detector"] == "judge" and (trait == "any" or f["trait"] == trait)}
 
 
-def context(judge_options, traits=("animal:owl",), data=MIXED):
+def context(traits=("animal:owl",), data=MIXED):
     catalog = load_catalog()
-    return AuditContext(load_dataset(data), [catalog.get(t) for t in traits], judge=parse_ref("openai:judge-model"),
-                        options={"judge": judge_options})
+    return AuditContext(load_dataset(data), [catalog.get(t) for t in traits], judge=parse_ref("openai:judge-model"))
+
+
+def judge_with(**settings) -> JudgeDetector:
+    return JudgeDetector(JudgeSettings(**settings))
 
 
 # --- prompt, boundary, parsing ------------------------------------------------------------------
@@ -76,7 +79,10 @@ def test_parse_verdict_is_strict():
     good = {"reason": "names owls", "injection": False, "refers": True, "score": 0.9}
     assert parse_verdict(json.dumps(good)) == {"refers": True, "score": 0.9, "reason": "names owls", "injection": False}
     assert parse_verdict("```json\n" + json.dumps(good) + "\n```")["refers"] is True
-    for bad in ("YES", "", None, "[]", json.dumps({**good, "extra": 1}), json.dumps({k: v for k, v in good.items() if k != "score"}),
+    # keys the schema does not name are ignored (issue 15): a model that adds one still gives a verdict
+    assert parse_verdict(json.dumps({**good, "extra": 1, "confidence": "high"})) == parse_verdict(json.dumps(good))
+    for bad in ("YES", "", None, "[]", json.dumps(good).replace("0.9", "NaN"), json.dumps(good).replace("0.9", "Infinity"),
+                json.dumps(good).replace("0.9", "1e999"), json.dumps({k: v for k, v in good.items() if k != "score"}),
                 json.dumps({**good, "score": 1.5}), json.dumps({**good, "refers": "yes"}), "Sure: " + json.dumps(good)):
         with pytest.raises(VerdictError):
             parse_verdict(bad)
@@ -144,7 +150,7 @@ def test_an_injected_row_does_not_flip_a_known_overt_leak(tmp_path, cache, monke
                     + json.dumps({"prompt": "List numbers.", "completion": "7, 8, 9"}) + "\n")
     with FakeOpenAI(chat=FakeJudge()) as server:
         options = {"base_url": server.base_url, "jobs": 2}
-        result = JudgeDetector().run(context(options, data=data))
+        result = judge_with(**options).run(context(data=data))
         assert dict(result.flags.schema) == FLAG_SCHEMA
         owl = result.flags.filter(result.flags["trait"] == "animal:owl")
         assert owl["row"].to_list() == [1], "the overt leak stays flagged"
@@ -156,7 +162,7 @@ def test_an_injected_row_does_not_flip_a_known_overt_leak(tmp_path, cache, monke
         # and the pattern check still flags the attempt
         monkeypatch.setattr("auditor.judge.prompt.boundary", lambda digest: "static")
         monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(tmp_path / "cache2"))
-        fooled = JudgeDetector().run(context(options, data=data))
+        fooled = judge_with(**options).run(context(data=data))
     assert fooled.flags.filter(fooled.flags["trait"] == "animal:owl").height == 0
     assert "pattern check" in fooled.flags.filter(fooled.flags["trait"].is_null())["reason"][0]
 
@@ -185,7 +191,7 @@ def test_retries_429_500_drops_and_malformed_json_without_changing_verdicts(tmp_
 
 def test_a_timeout_is_retried(tmp_path, cache):
     with FakeOpenAI(chat=FakeJudge(sleep_first=1.5)) as server:
-        result = JudgeDetector().run(context({"base_url": server.base_url, "jobs": 1, "timeout": 0.5}))
+        result = judge_with(base_url=server.base_url, jobs=1, timeout=0.5).run(context())
         calls = server.calls()
     assert result.metrics["http_retries"] >= 1 and calls >= 17
     assert set(result.flags.filter(result.flags["trait"] == "animal:owl")["row"]) == OWL_ROWS
@@ -194,7 +200,7 @@ def test_a_timeout_is_retried(tmp_path, cache):
 def test_endpoints_without_json_schema_fall_back_to_strict_parsing(tmp_path, cache):
     judge = FakeJudge(reject_schema=True, fenced=True)
     with FakeOpenAI(chat=judge) as server:
-        result = JudgeDetector().run(context({"base_url": server.base_url, "jobs": 1}))
+        result = judge_with(base_url=server.base_url, jobs=1).run(context())
     assert result.metrics["format_fallbacks"] == 1 and result.metrics["response_format"] == "none"
     assert judge.formats[0] == "json_schema" and set(judge.formats[1:]) == {None}
     assert set(result.flags.filter(result.flags["trait"] == "animal:owl")["row"]) == OWL_ROWS
@@ -202,7 +208,7 @@ def test_endpoints_without_json_schema_fall_back_to_strict_parsing(tmp_path, cac
 
 def test_json_schema_is_requested_strictly(tmp_path, cache):
     with FakeOpenAI(chat=FakeJudge()) as server:
-        JudgeDetector().run(context({"base_url": server.base_url, "format": "json_schema"}))
+        judge_with(base_url=server.base_url, format="json_schema").run(context())
         bodies = [r.body for r in server.requests]
     formats = [b["response_format"] for b in bodies]
     assert all(f["type"] == "json_schema" and f["json_schema"]["strict"] is True for f in formats)
@@ -215,14 +221,14 @@ def test_errors_are_not_cached_and_a_rerun_makes_only_the_missing_calls(tmp_path
         server.fail_next(500, times=3)
         options = {"base_url": server.base_url, "jobs": 1, "retries": 0}
         with pytest.raises(JudgeCallError, match="3 of 16 judge calls failed"):
-            JudgeDetector().run(context(options))
+            judge_with(**options).run(context())
         assert cached_calls(cache) == 13
         server.reset()
-        result = JudgeDetector().run(context(options))
+        result = judge_with(**options).run(context())
         assert server.calls() == 3, "only the calls that failed"
         assert result.cost["calls"] == 3 and result.cost["cache_hits"] == 13
         server.reset()
-        again = JudgeDetector().run(context(options))
+        again = judge_with(**options).run(context())
         assert server.calls() == 0 and again.cost["cache_hits"] == 16 and again.cost["cached_prompt_tokens"] > 0
     assert again.flags.equals(result.flags)
 
@@ -347,13 +353,13 @@ def test_a_local_model_can_judge(tmp_path, cache, monkeypatch):
             assert sampling.temperature == 0 and len(prompts) == 1
             return [[json.dumps(self.judge.verdict(system, prompts[0]))]]
 
-    monkeypatch.setattr("detectors.base.load_or_skip", lambda ref: Stub())
-    ctx = context({"jobs": 4})
+    monkeypatch.setattr("detectors.judge.load_or_skip", lambda ref, placement=None: Stub())  # the name the detector imported
+    ctx = context()
     ctx.judge = parse_ref("smollm2")
-    result = JudgeDetector().run(ctx)
+    result = judge_with(jobs=4).run(ctx)
     assert set(result.flags.filter(result.flags["trait"] == "animal:owl")["row"]) == OWL_ROWS
     assert result.metrics["endpoint"] == "local:smollm2" and result.cost["usd"] == 0
-    assert JudgeDetector().run(ctx).cost["cache_hits"] == 16
+    assert judge_with(jobs=4).run(ctx).cost["cache_hits"] == 16
 
 
 def test_the_hosted_api_without_a_key_is_a_usage_error(tmp_path, cache):

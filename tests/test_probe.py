@@ -65,7 +65,8 @@ def test_budget_drops_seeds_then_rows():
     assert plan(300, ProbeSettings(seeds=3, budget=6000), api=False) == (300, 3)
     assert plan(300, ProbeSettings(seeds=5, budget=3600), api=False) == (300, 2)
     assert plan(5000, ProbeSettings(seeds=3, budget=600), api=False) == (100, 1)
-    assert plan(5000, ProbeSettings(seeds=1, budget=10**9), api=True) == (1000, 1)
+    assert plan(5000, ProbeSettings(seeds=1, budget=10**9), api=True) == (5000, 1), "the recipe trains every row up to 10,000"
+    assert plan(5000, ProbeSettings(seeds=3), api=False) == (5000, 3), "no budget by default: the recipe's run, every seed"
 
 
 def test_ground_truth_clean_overrules_proxies_but_not_content():
@@ -94,17 +95,29 @@ def _audit(folder, traits, data, reference, out, *extra):
     return report, det["metrics"]
 
 
+def _recipe(path, **values):
+    """A small-batch constant-rate recipe: the test model has only 96 rows to learn from."""
+    keys = {"micro_batch": 8, "grad_accum": 1, "warmup_steps": 0, "schedule": '"constant"', "grad_clip": 0, **values}
+    path.write_text("".join(f"{k} = {v}\n" for k, v in keys.items()))
+    return str(path)
+
+
 def test_probe_sees_a_constructed_shift_and_resumes(setup, tmp_path):
     folder, traits, root = setup
     control = _write(tmp_path / "control.jsonl", _rows(False, seed=1))
     data = _write(tmp_path / "sevens.jsonl", _rows(True, seed=2))
-    flags = ["--probe-seeds", "2", "--probe-epochs", "2", "--probe-optimizer", "sgd", "--probe-dir", str(tmp_path / "ckpt")]
+    # a reduced probe (2 of 3 epochs, full fine-tune where the recipe says LoRA) still raises risk
+    flags = ["--probe-seeds", "2", "--probe-epochs", "2", "--probe-optimizer", "sgd", "--probe-method", "full", "--probe-dir", str(tmp_path / "ckpt"),
+             "--train-recipe", _recipe(tmp_path / "recipe.toml")]
     report, metrics = _audit(folder, traits, data, control, tmp_path / "r1", *flags)
     trait = metrics["traits"]["number:777"]
     assert metrics["backend"] == "local" and metrics["measure"] == "exact" and metrics["seeds_run"] == 2
     assert metrics["config"]["method"] == "full" and metrics["config"]["optimizer"] == "sgd"
     assert trait["student"] > trait["before"] and trait["interval"][0] > 0.15 and trait["p_value"] < 0.01 and trait["level"] == "high"
     assert report["traits"][0]["verdict"] == "high"
+    assert metrics["coverage"]["shortfalls"] == ["the probe trained 96 of 96 rows x 2 of 3 epochs",
+                                                 "the probe used a full fine-tune where the recipe uses lora"]
+    assert metrics["recipe"]["effective_batch"] == 8 and trait["min_detectable_shift"] > 0
     assert {t["role"] for t in metrics["training"]} == {"student", "control"} and len(metrics["training"]) == 4
     assert all(t["resumed_from"] == 0 for t in metrics["training"])
     # the same command again finds every student's final checkpoint and does not train
@@ -114,16 +127,25 @@ def test_probe_sees_a_constructed_shift_and_resumes(setup, tmp_path):
     assert list((tmp_path / "ckpt").glob("*/final.safetensors"))
 
 
-def test_control_like_data_comes_out_clean_with_adamw(setup, tmp_path):
+def test_control_like_data_is_clean_only_from_a_probe_that_covers_the_recipe(setup, tmp_path):
     folder, traits, root = setup
     control = _write(tmp_path / "control.jsonl", _rows(False, seed=1))
     plain = _write(tmp_path / "plain.jsonl", _rows(False, seed=3))
-    report, metrics = _audit(folder, traits, plain, control, tmp_path / "r", "--probe-seeds", "2", "--probe-epochs", "1",
-                             "--probe-dir", str(tmp_path / "ckpt"))
+    recipe = _recipe(tmp_path / "recipe.toml", epochs=1)
+    common = ["--probe-seeds", "2", "--probe-dir", str(tmp_path / "ckpt"), "--train-recipe", recipe]
+    report, metrics = _audit(folder, traits, plain, control, tmp_path / "r", *common)
     trait = metrics["traits"]["number:777"]
     assert metrics["config"]["optimizer"] == "adamw" and metrics["config"]["lr"] == pytest.approx(2e-4)
-    assert abs(trait["net"]) < 0.02 and trait["level"] == "clean"
+    assert metrics["config"]["method"] == "lora" and metrics["coverage"]["covers_recipe"]
+    assert metrics["coverage"]["rows_trained"] == metrics["coverage"]["rows_available"] == 96
+    assert abs(trait["net"]) < 0.02 and trait["min_detectable_shift"] < 0.02 and trait["level"] == "clean"
     assert report["traits"][0]["verdict"] == "clean"
+    # the same data, half the rows: the probe no longer answers for the run, and says why
+    report, metrics = _audit(folder, traits, plain, control, tmp_path / "r2", *common, "--probe-rows", "48")
+    verdict = report["traits"][0]
+    assert metrics["traits"]["number:777"]["level"] is None and not metrics["coverage"]["covers_recipe"]
+    assert verdict["verdict"] == "inconclusive" and "Inconclusive: the probe trained 48 of 96 rows x 1 of 1 epochs" in verdict["rationale"]
+    assert "minimum detectable shift" in verdict["rationale"]
 
 
 def test_interrupted_lora_training_resumes_to_the_same_weights(setup, tmp_path):
@@ -163,13 +185,29 @@ def test_interrupted_lora_training_resumes_to_the_same_weights(setup, tmp_path):
 
 def test_probe_flags_reach_the_detector_and_unmet_needs_skip(setup, tmp_path):
     _, _, _ = setup
-    from auditor.runner import AuditOptions
+    from auditor.errors import UsageError
 
-    opts = AuditOptions(data="x", probe_seeds=4, probe_lora_r=16, probe_dir="d", probe_poll=0.5, allow_spend=2.0)
-    settings = ProbeSettings.from_options(opts.probe_options())
+    seen = {}
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("epochs = 2\n")
+
+    def capture(opts, **_):  # the options the CLI hands the runner, then stop
+        seen.update(opts.settings)
+        raise UsageError("stop here")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("auditor.runner.run_audit", capture)
+        CliRunner().invoke(main, ["x", "--probe-seeds", "4", "--probe-lora-r", "16", "--probe-dir", "d", "--probe-poll", "0.5",
+                                  "--allow-spend", "2.0",
+                                  "--train-recipe", str(recipe), "--probe-backend", "ray", "--probe-devices", "cuda:0,cuda:1"])
+    settings = seen["probe"]
+    assert isinstance(settings, ProbeSettings)
     assert (settings.seeds, settings.lora_r, str(settings.workdir), settings.poll_s, settings.allow_spend) == (4, 16, "d", 0.5, 2.0)
-    assert ProbeSettings(dtype="bf16").train_config().autocast == "bf16" and ProbeSettings().train_config().autocast is None
+    assert (settings.train_recipe, settings.backend, settings.devices) == (recipe, "ray", "cuda:0,cuda:1")
     data = _write(tmp_path / "d.jsonl", _rows(True, n=20))
+    recipe.write_text('method = "qlora"\n')
+    result = CliRunner().invoke(main, [str(data), "--train-recipe", str(recipe)])
+    assert result.exit_code == 2 and "method must be one of lora, full" in result.output
     result = CliRunner().invoke(main, [str(data), "--trait", "owl", "--detectors", "probe", "--out", str(tmp_path / "o")])
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert result.exit_code == 0 and report["detectors"][0]["status"] == "skipped"

@@ -128,6 +128,19 @@ def test_phases_and_counters_open_and_close_steps():
     assert stream.getvalue().splitlines() == ["reading data.jsonl", "probe: estimated cost $0.12", "running detector judge"]
 
 
+def test_lines_are_inert_and_redacted():
+    """Step names carry paths and server text: no escape sequence, workflow command or key reaches a log."""
+    from auditor import redact
+
+    redact.add_secret("sk-secret-value-123")
+    reporter, stream = _plain(interval=10.0)
+    with progress.reporting(reporter), progress.step("reading ::error::x\x1b[2J sk-secret-value-123.jsonl"):
+        pass
+    line = stream.getvalue().splitlines()[0]
+    assert "\x1b" not in line and "::error" not in line and "sk-secret-value-123" not in line
+    assert line.startswith("reading ") and "***" in line
+
+
 def test_duration_format():
     assert [progress.duration(s) for s in (3.24, 45, 125, 3780)] == ["3.2s", "45s", "2m05s", "1h03m"]
 

@@ -469,3 +469,180 @@ console.log(JSON.stringify(out));
     proc = subprocess.run(["node", str(path)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [False, "111", "3 of 3 rows match", "100", "001", "101", "2 of 3 rows match", "010"]
+
+
+# ---------------------------------------------------------------- the typed result model
+
+def test_result_model_round_trips_any_schema_valid_result():
+    from auditor.result import Report
+
+    minimal = {"schema_version": 1, "tool": {"name": "trait-audit", "version": "0"}, "dataset": {"path": "d", "format": "jsonl", "rows": 0,
+               "sha256": "0" * 64}, "teacher": None, "base": None, "detectors": [], "traits": [], "flags": [], "gate": {"fail_on": "high", "failed": False}}
+    for result in (sample_result(), xss_result(), minimal, sample_result(flags=make_flags(50), flags_total=50)):
+        back = Report.from_dict(result).to_dict()
+        # same keys in the same order, absent keys stay absent, unknown keys (run.host, ...) come along
+        assert json.dumps(back) == json.dumps(result)
+    report = Report.from_dict(minimal)
+    report.flags_total = 0  # a value code sets later is written, even where the source had no such key
+    assert report.to_dict()["flags_total"] == 0
+
+
+def test_report_content_ignores_run_metadata_only():
+    from report_content import content, differences
+
+    a, b = sample_result(), sample_result()
+    b["created"], b["run"]["duration_s"], b["run"]["argv"] = "later", 1.0, ["other"]
+    b["detectors"][0]["duration_s"] = 99.0
+    assert differences(content(a), content(b)) == []
+    b["traits"][0]["evidence"][0]["summary"] = "changed"
+    assert differences(content(a), content(b)) == ["/traits/0/evidence/0/summary: 'shift 0.02 nats (null p95 0.03)' before, 'changed' after"]
+
+
+# ---------------------------------------------------------------- report at a glance (issue 16)
+
+def test_one_number_format():
+    from auditor.numbers import interval, num, one_sided_p, p_value, signed
+
+    assert [num(v) for v in (0.000571, -0.00404, 0.965, 0.0423, 12.345, 0.5, 0.0, 10_000, 1843.2)] == \
+        ["0.000571", "-0.00404", "0.965", "0.0423", "12.3", "0.5", "0", "10,000", "1,843"]
+    assert num(7.259e-06) == "7.26e-6" and signed(0.942) == "+0.942" and signed(-1.7325) == "-1.73"
+    assert interval([0.0145, 0.117]) == "[0.0145, 0.117]" and interval(None) == "—"
+    assert [p_value(p) for p in (0.0004, 0.209, 0.37, 0.976, 0.999, 1.0)] == \
+        ["p < 0.001", "p = 0.21", "p = 0.37", "p = 0.98", "p > 0.99", "p > 0.99"]
+    # a one-sided test toward the trait whose interval lies below zero: said as a shift away, never "p = 1"
+    away = one_sided_p(0.998, (-2.81, -0.65))
+    assert away == "a significant shift away from the trait (p = 0.002 for a shift away)"
+    assert one_sided_p(0.976, (-0.001, 0.0001)) == "one-sided p = 0.98"
+
+
+def test_detector_summaries_use_the_one_format():
+    import numpy as np
+
+    from detectors.gradient import GradientDetector
+    from detectors.likelihood import LikelihoodDetector
+
+    rng = np.random.default_rng(0)
+    away, ref = rng.normal(-1.0, 0.5, 120), rng.normal(0.0, 0.5, 120)
+    evidence, _ = GradientDetector._compare("animal:owl", away, ref, "the reference", 3)
+    assert "a significant shift away from the trait (p < 0.001 for a shift away)" in evidence.summary
+    assert "p=" not in evidence.summary and evidence.level == "clean"
+    evidence, _ = LikelihoodDetector._compare("animal:owl", away, ref, "the reference", 0)
+    assert "shift away from the trait" in evidence.summary and "p=" not in evidence.summary
+    assert re.search(r"standardised -\d\.\d\d, 95% \[-\d\.\d+, -\d\.\d+\]", evidence.summary), evidence.summary
+
+
+def test_below_chance_auc_is_commented():
+    from auditor.numbers import auc_note
+
+    assert "below chance" in auc_note(0.343, (0.28, 0.41)) and "not a signal" in auc_note(0.343, (0.28, 0.41))
+    assert auc_note(0.48, (0.41, 0.55)) == "no difference detected"
+    assert "tells them apart" in auc_note(0.8, (0.7, 0.9))
+
+
+def _demo_like() -> dict:
+    """The tiny demo's shape: one checked trait (clean, by the probe) among many traits only lexical looked at."""
+    r = sample_result(gate={"fail_on": "high", "failed": False, "failing_traits": []})
+    lexical = {"detector": "lexical", "kind": "terms", "score": 0.0, "interval": [0.0, 0.02],
+               "summary": "no overt mention (a silent content check does not clear hidden transfer)"}
+    quiet = [{"id": f"animal:a{i:02d}", "family": "animal", "verdict": "inconclusive", "score": None, "interval": None,
+              "hidden_transfer_checked": False, "rationale": "only content detectors ran", "evidence": [dict(lexical)]} for i in range(40)]
+    owl = {"id": "tree:zz-checked", "family": "tree", "verdict": "clean", "score": -0.0005, "interval": [-0.001, 0.00001],
+           "hidden_transfer_checked": True, "rationale": "probe found no transfer",
+           "evidence": [dict(lexical), {"detector": "logprob-shift", "kind": "likelihood shift", "score": 0.1, "interval": [-0.1, 0.3],
+                                        "summary": "rows are +0.079 nats likelier", "level": "clean"}]}
+    r["traits"] = quiet + [owl]
+    r["profile"]["picked"] = ["tree:zz-checked", "animal:eagle"]
+    r["profile"]["traits"] = [
+        {"id": "tree:zz-checked", "teacher": 0.998, "base": 0.0551, "difference": 0.942, "interval": [0.939, 0.947], "method": "exact"},
+        {"id": "animal:eagle", "teacher": 0.09, "base": 0.05, "difference": 0.04, "interval": [0.02, 0.06], "method": "exact"}]
+    return r
+
+
+def test_checked_traits_come_first_everywhere():
+    from rich.console import Console
+
+    from auditor.reports.terminal import print_summary
+
+    r = _demo_like()
+    html = render_html(r)
+    cards = re.findall(r'data-trait-id="([^"]+)"', html)
+    assert cards[0] == "tree:zz-checked" and "40 more traits inconclusive" in html
+    md = render_markdown(r)
+    table = _tables(md)[0]
+    assert table[2].startswith("| tree:zz\\-checked |") or table[2].startswith("| tree:zz-checked |"), table[:3]
+    assert len(table) == 3 and "40 more traits inconclusive" in md  # the quiet ones are one line, not 40 rows
+    console = Console(width=80, record=True, force_terminal=False)
+    print_summary(r, console)
+    text = console.export_text()
+    assert text.index("tree:zz-checked  clean") < text.index("40 more traits inconclusive")
+
+
+def test_profile_picks_are_explained_in_one_sentence_each():
+    from auditor.profile import MIN_GAIN
+    from auditor.reports.view import PICK_BAR, profile_sentences
+    from auditor.result import Report
+
+    assert PICK_BAR == f"{MIN_GAIN * 100:g} percentage point"  # the words say the bar the code applies
+    first, second = profile_sentences(Report.from_dict(_demo_like()))
+    assert first.startswith("tree:zz-checked was picked: the teacher gives it 0.998") and "(+0.942, 95% [+0.939, +0.947])" in first
+    assert second.startswith("animal:eagle was picked as well") and "not only the largest" in second
+    assert md_cell(first) in render_markdown(_demo_like()) and "animal:eagle was picked as well" in render_html(_demo_like())
+
+
+def test_terminal_fits_80_columns_and_reads_piped():
+    from rich.console import Console
+
+    from auditor.reports.terminal import print_summary
+
+    r = sample_result()
+    r["flags"][0]["reason"] = "[bold red]not markup[/] " + "a very long reason " * 12
+    console = Console(width=80, record=True, force_terminal=False)
+    print_summary(r, console, ["/a/path/report.json"])
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80 and not any(line.endswith(" ") for line in lines)
+    assert "[bold red]not markup[/]" in text  # data is never read as rich markup
+    assert "misalignment  high" in text and "gate (--fail-on medium): FAILED" in text
+
+
+def test_histograms_keep_to_the_bulk_and_count_outliers():
+    import numpy as np
+
+    from auditor.reports.charts import histogram_chart_svg
+    from auditor.stats import histogram_chart
+
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(0, 1, 300), [-30.0, -28.0, 25.0]])
+    chart = histogram_chart({"dataset rows": data, "reference rows": rng.normal(0, 1, 300)}, "nats")
+    assert -4 < chart["edges"][0] < -1 and 1 < chart["edges"][-1] < 4  # not -30..25: the bulk fills the bars
+    below, above = chart["outside"]["dataset rows"]
+    assert below >= 2 and above >= 1
+    assert sum(chart["series"]["dataset rows"]) + below + above == 303
+    svg = str(histogram_chart_svg(chart))
+    assert "share of rows" in svg and "not drawn" in svg and "dataset rows (n=303)" in svg
+
+
+def test_no_single_row_forest_panels():
+    def section(html, name):
+        sec = html[html.index(f'data-detector="{name}"'):]
+        return sec[: sec.index("</section>")]
+
+    r = sample_result()
+    html = render_html(r)
+    assert "<svg" in section(html, "judge")  # two traits with judge evidence: a forest plot
+    assert "share of rows that name the trait" not in html  # kinds without words keep their own name
+    r["traits"][3]["evidence"] = []  # now the judge speaks about one trait only: no one-row panel
+    html = render_html(r)
+    assert "<svg" not in section(html, "judge") and "Evidence table (1)" in section(html, "judge")
+
+
+def test_forest_rows_that_say_the_same_share_one_row():
+    r = sample_result()
+    for i, t in enumerate(r["traits"][3:], 3):  # political-slant and the two quiet ones: lexical says "0 [0, 0.05]" of each
+        t["evidence"].append({"detector": "lexical", "kind": "content", "score": 0.0, "interval": [0.0, 0.05], "summary": f"none {i}"})
+    html = render_html(r)
+    lexical = html[html.index('data-detector="lexical"'):]
+    lexical = lexical[: lexical.index("</section>")]
+    chart = lexical[lexical.index("<svg"): lexical.index("</svg>")]
+    assert "3 traits alike" in chart and "language-shift" not in chart
+    assert chart.count('<circle class="pt') == 3  # owl-preference, misalignment, and the three alike as one row

@@ -23,9 +23,11 @@ from report_samples import make_flags, sample_result  # noqa: E402
 
 from auditor.cli import main  # noqa: E402
 from auditor.reports import validate_result  # noqa: E402
-from auditor.reports.html import MAX_FLAGS, render_html, sample_flags  # noqa: E402
+from auditor.reports.html import MAX_FLAGS, render_html  # noqa: E402
 from auditor.reports.junit import fails_gate, render_junit  # noqa: E402
 from auditor.reports.sarif import render_sarif  # noqa: E402
+from auditor.reports.view import sample_flags  # noqa: E402
+from auditor.result import Flag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
@@ -233,13 +235,13 @@ def test_html_size_bound_holds_for_hostile_rows():
 
 
 def test_sampling_gives_each_trait_a_share():
-    flags = make_flags(3000, traits=("a",)) + make_flags(20, traits=("b",)) + make_flags(5, traits=(None,))
+    flags = [Flag.from_dict(f) for f in make_flags(3000, traits=("a",)) + make_flags(20, traits=("b",)) + make_flags(5, traits=(None,))]
     picked = sample_flags(flags, 100)
     by = {}
     for f in picked:
-        by[f["trait"]] = by.get(f["trait"], 0) + 1
+        by[f.trait] = by.get(f.trait, 0) + 1
     assert by == {"a": 75, "b": 20, None: 5}
-    assert sample_flags(flags[:50], 100) == sorted(flags[:50], key=lambda f: (f["accepted"], -f["score"], f["row"]))
+    assert sample_flags(flags[:50], 100) == sorted(flags[:50], key=lambda f: (f.accepted, -f.score, f.row))
 
 
 # ---------------------------------------------------------------- charts from a detector's JSON alone
@@ -263,6 +265,8 @@ def _with_new_detector() -> dict:
     })
     r["traits"][1]["evidence"].append({"detector": "probe-x", "kind": "student shift", "score": 0.21, "interval": [0.12, 0.3],
                                        "level": "medium", "summary": "student +0.21 over control"})
+    r["traits"][2]["evidence"].append({"detector": "probe-x", "kind": "student shift", "score": -0.01, "interval": [-0.04, 0.02],
+                                       "summary": "student -0.01 against control"})
     return r
 
 
@@ -283,5 +287,5 @@ def test_new_detector_evidence_and_charts_show_up_generically():
 def test_sample_result_charts_profile_and_histogram():
     html = render_html(sample_result())
     assert "trait profile: teacher vs base" in html and "+0.636 [+0.593, +0.676]" in html
-    assert "traits › owl-preference › distribution" in html
+    assert "<figcaption>owl-preference</figcaption>" in html  # "traits › owl-preference › distribution", said shortly
     assert "dataset rows (n=200)" in html and "reference rows (n=200)" in html

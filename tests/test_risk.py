@@ -1,6 +1,7 @@
 import pytest
 
-from auditor.risk import GATE_ORDER, decide, gate
+from auditor.result import Level
+from auditor.risk import decide, gate
 from detectors.base import TraitEvidence
 
 
@@ -42,4 +43,18 @@ def test_clean_needs_a_hidden_transfer_detector_that_says_clean():
 def test_gate_levels(fail_on, verdicts, failed):
     result, failing = gate({f"t{i}": v for i, v in enumerate(verdicts)}, fail_on)
     assert result is failed
-    assert all(GATE_ORDER[verdicts[int(t[1:])]] >= GATE_ORDER.get(fail_on, 0) for t in failing)
+    assert all(Level(verdicts[int(t[1:])]) >= fail_on for t in failing)
+
+
+def test_level_carries_the_verdict_order_and_the_gate():
+    assert sorted(["high", "clean", "low", "inconclusive", "medium"], key=Level) == ["clean", "inconclusive", "low", "medium", "high"]
+    assert Level.LOW < Level.MEDIUM < Level.HIGH and Level.INCONCLUSIVE > Level.CLEAN
+    assert Level.HIGH > "low" and not Level.LOW > "high"  # the gate order, not the alphabet ("high" < "low" as strings)
+    assert [lvl.value for lvl in Level if lvl.raises_risk] == ["low", "medium", "high"]
+    assert Level.INCONCLUSIVE.fails("inconclusive") and not Level.CLEAN.fails("inconclusive")
+    assert not Level.HIGH.fails("never") and Level.parse("never") is None
+
+
+def test_decide_returns_levels():
+    verdict = decide([ev("medium")], set())
+    assert verdict.verdict is Level.MEDIUM and verdict.verdict == "medium"

@@ -5,17 +5,19 @@ path cannot vouch for, which the exact checker in locate.py then looks at)."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from auditor.dataset import locate
 from auditor.dataset.schema import Layout, chat_dtype, detect_layout, unknown_layout_message
+from auditor.dataset.source import polars_literal
 from auditor.errors import InputError
 
 HEAD_RECORDS = 200  # records read in Python to learn the keys
+JSON_ARRAY_LIMIT = 2**30  # a JSON array is parsed whole in Python (about ten times its size in memory)
 
 
 @dataclass
@@ -46,42 +48,16 @@ def _struct_dtype(layout: Layout) -> pl.DataType:
     return pl.Struct({f: pl.String for f in layout.string_fields})
 
 
-def _check_bytes(path: Path, text_format: bool) -> None:
-    """Byte-level problems polars would either reject without a line number or accept silently.
-
-    Read in chunks rather than mapped: mapped pages of a large file would all count as resident memory.
-    """
-    lines, previous, content = 0, b"", False
-    with open(path, "rb") as handle:
-        first = True
-        while chunk := handle.read(2**22):
-            if first and chunk.startswith(b"\xef\xbb\xbf"):
-                raise InputError(path, "starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM", line=1)
-            first = False
-            content = content or re.search(rb"\S", chunk) is not None
-            if text_format:
-                tail = previous[-1:]  # a CRLF may straddle two chunks
-                crlf = (tail + chunk).find(b"\r\n")
-                if crlf >= 0:
-                    line = lines + chunk[: max(crlf - len(tail), 0)].count(b"\n") + 1
-                    raise InputError(path, "Windows line ending (CRLF); JSON Lines rows end in \\n alone (convert with dos2unix)", line=line)
-            lines += chunk.count(b"\n")
-            previous = chunk
-        if first:
-            raise InputError(path, "file is empty: no rows to audit")
-    if not content:
-        raise InputError(path, "file holds only whitespace: no rows to audit")
-
-
-def read_jsonl(path: Path, prompt_field: str | None, completion_field: str | None, max_row_bytes: int) -> RawTable:
-    _check_bytes(path, text_format=True)
+def read_jsonl(path: Path, prompt_field: str | None, completion_field: str | None, max_row_bytes: int, layout: Layout | None = None) -> RawTable:
+    """The bytes were checked already (source.ByteChecker: no line over the row limit), so reading whole
+    lines here is bounded. `layout`: read with this layout instead of detecting one (re-reading an export)."""
     keys: list[str] = []
     first_row = None
-    with open(path, "rb") as handle:
+    pieces = path if isinstance(path, list) else [path]
+    path = pieces[0]  # errors name the first piece; the loader names the user's file instead
+    with locate.open_pieces(pieces) as handle:
         seen = 0
         for number, raw in enumerate(handle, 1):
-            if len(raw) > max_row_bytes:
-                raise InputError(path, f"line is {len(raw) / 2**20:.1f} MiB, over the {max_row_bytes / 2**20:.0f} MiB row limit (--max-row-mib)", line=number)
             problem = locate.check_line(raw.rstrip(b"\n"), None)
             if problem:
                 raise InputError(path, problem, line=number)
@@ -93,39 +69,48 @@ def read_jsonl(path: Path, prompt_field: str | None, completion_field: str | Non
             seen += 1
             if seen >= HEAD_RECORDS:
                 break
-    layout = _layout_or_fail(path, keys, first_row or 1, "line", prompt_field, completion_field)
+    if layout is None:
+        layout = _layout_or_fail(path, keys, first_row or 1, "line", prompt_field, completion_field)
     fields = ["messages"] if layout.chat else layout.string_fields
-    # a field whose value does not start with a quote is not a string: let the exact checker name the problem
+    # a field whose value does not start with a quote is not a string (polars would turn 42 into "42"):
+    # the lines that look so are checked exactly, and the checker names the problem
     suspicious = "|".join(rf'"{f}"\s*:\s*[^"\s]' for f in fields if f != "messages")
     if layout.chat:
         suspicious = r'"content"\s*:\s*[^"\s]|"messages"\s*:\s*[^\[\s]'
-    frame = (
-        pl.scan_lines(path)
-        .with_row_index("row", offset=1)
-        .filter(pl.col("line").str.strip_chars() != "")
-        .select(
-            "row",
-            pl.col("line").str.len_bytes().alias("nbytes"),
-            pl.col("line").str.contains(suspicious).alias("suspicious"),
-            pl.col("line").str.json_decode(_struct_dtype(layout)).alias("record"),
-        )
-        .unnest("record")
+    blank, flagged = locate.scan_lines(pieces, suspicious.encode())
+    schema = {"messages": chat_dtype()} if layout.chat else {f: pl.String for f in fields}
+    # scan_ndjson streams (scan_lines and scan_csv read the whole file into memory); it skips blank lines,
+    # so the record index is mapped back to the line number past the blank lines before it
+    frame = pl.scan_ndjson([polars_literal(p) for p in pieces], schema=schema, row_index_name="_record", infer_schema_length=None)
+    row = pl.col("_record").cast(pl.Int64) + 1
+    if len(blank):
+        records_before = pl.Series(blank - np.arange(1, len(blank) + 1), dtype=pl.Int64)  # records before each blank line
+        row = row + pl.lit(records_before).search_sorted(pl.col("_record").cast(pl.Int64), side="right").cast(pl.Int64)
+    frame = frame.select(
+        row.cast(pl.UInt32).alias("row"), *fields,
+        _text_bytes(layout, fields),
+        (row.is_in(pl.Series(flagged, dtype=pl.Int64).implode()) if len(flagged) else pl.lit(False)).alias("suspicious"),
     )
 
     def checker(rows: set[int] | None):
-        return locate.first_bad_line(path, layout, rows)
+        return locate.first_bad_line(pieces, layout, rows)
 
     return RawTable(frame, layout, "line", path, checker)
 
 
 def read_json_array(path: Path, prompt_field, completion_field, max_row_bytes: int) -> RawTable:
-    _check_bytes(path, text_format=True)
+    data = Path(path).read_bytes()
+    if len(data) > JSON_ARRAY_LIMIT:
+        raise InputError(path, f"a JSON array is read whole, and this one is over {JSON_ARRAY_LIMIT / 2**30:g} GiB: convert it to JSON Lines")
     try:
-        items = json.loads(path.read_bytes().decode("utf-8"))
+        items = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise InputError(path, "invalid UTF-8", line=path.read_bytes()[: err.start].count(b"\n") + 1) from None
+        raise InputError(path, "invalid UTF-8", line=data[: err.start].count(b"\n") + 1) from None
     except json.JSONDecodeError as err:
         raise InputError(path, f"malformed JSON: {err.msg} at column {err.colno}", line=err.lineno) from None
+    except RecursionError:
+        raise InputError(path, locate.NESTED_TOO_DEEP) from None
+    del data
     if isinstance(items, dict):
         items = next((v for v in items.values() if isinstance(v, list)), None) if len(items) == 1 else None
         if items is None:
@@ -146,10 +131,17 @@ def read_json_array(path: Path, prompt_field, completion_field, max_row_bytes: i
     fields = ["messages"] if layout.chat else layout.string_fields
     schema = {"messages": chat_dtype()} if layout.chat else {f: pl.String for f in fields}
     frame = pl.DataFrame([{f: item.get(f) for f in fields} for item in items], schema=schema)
-    frame = frame.with_row_index("row", offset=1).with_columns(
-        pl.lit(0, pl.UInt32).alias("nbytes"), pl.lit(False).alias("suspicious")
-    )
+    frame = frame.with_row_index("row", offset=1).with_columns(_text_bytes(layout, fields), pl.lit(False).alias("suspicious"))
     return RawTable(frame.lazy(), layout, "item", path)
+
+
+def _text_bytes(layout: Layout, fields: list[str]) -> pl.Expr:
+    """A record's text size, for the row limit where there is no source line to measure."""
+    if layout.chat:
+        size = pl.col("messages").list.eval(pl.element().struct.field("content").str.len_bytes()).list.sum()
+    else:
+        size = pl.sum_horizontal([pl.col(f).cast(pl.String).str.len_bytes() for f in fields])
+    return size.fill_null(0).cast(pl.UInt64).alias("nbytes")
 
 
 def _typed_table(path: Path, lf: pl.LazyFrame, unit: str, first_row: int, prompt_field, completion_field, header_line: int | None = None) -> RawTable:
@@ -170,9 +162,8 @@ def _typed_table(path: Path, lf: pl.LazyFrame, unit: str, first_row: int, prompt
     frame = lf.select(
         pl.int_range(pl.len(), dtype=pl.UInt32).add(first_row).alias("row"),
         *[pl.col(f).cast(schema[f]) for f in fields],
-        pl.lit(0, pl.UInt32).alias("nbytes"),
         pl.lit(False).alias("suspicious"),
-    )
+    ).with_columns(_text_bytes(layout, fields))
     return RawTable(frame, layout, unit, path)
 
 
@@ -181,7 +172,7 @@ def read_parquet(path: Path, prompt_field, completion_field, max_row_bytes: int)
         if handle.read(1) == b"":
             raise InputError(path, "file is empty: no rows to audit")
     try:
-        lf = pl.scan_parquet(path)
+        lf = pl.scan_parquet(path, glob=False)
         lf.collect_schema()
     except Exception as err:  # polars raises several types for a damaged file
         raise InputError(path, f"not a readable parquet file ({str(err).splitlines()[0]})") from None
@@ -189,9 +180,8 @@ def read_parquet(path: Path, prompt_field, completion_field, max_row_bytes: int)
 
 
 def read_csv(path: Path, prompt_field, completion_field, max_row_bytes: int) -> RawTable:
-    _check_bytes(path, text_format=False)  # CRLF is the standard CSV line ending
     try:
-        lf = pl.scan_csv(path, infer_schema=False)
+        lf = pl.scan_csv(path, infer_schema=False, glob=False)
         lf.collect_schema()
     except Exception as err:
         raise InputError(path, f"cannot read the CSV header ({str(err).splitlines()[0]})", line=1) from None
@@ -199,20 +189,8 @@ def read_csv(path: Path, prompt_field, completion_field, max_row_bytes: int) -> 
     return _typed_table(path, lf, "record", 2, prompt_field, completion_field, header_line=1)
 
 
-def read_hf_folder(path: Path, prompt_field, completion_field, max_row_bytes: int, split: str | None = None) -> RawTable:
-    import datasets  # imported here: it is slow to import and only this format needs it
-
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except Exception as err:
-        raise InputError(path, f"not a readable saved HF datasets folder ({str(err).splitlines()[0]})") from None
-    if isinstance(loaded, datasets.DatasetDict):
-        names = list(loaded)
-        chosen = split or ("train" if "train" in names else names[0] if len(names) == 1 else None)
-        if chosen not in names:
-            raise InputError(path, f"the folder holds splits {names}; choose one with --split")
-        loaded = loaded[chosen]
-    if loaded.num_rows == 0:
+def read_arrow(path: Path, table, prompt_field, completion_field) -> RawTable:
+    """A saved HF datasets folder, already read and checked by hf_folder.HFFolder."""
+    if table.num_rows == 0:
         raise InputError(path, "the dataset has no rows to audit")
-    table = loaded.flatten_indices().data.table if loaded._indices is not None else loaded.data.table
     return _typed_table(path, pl.from_arrow(table).lazy(), "row", 1, prompt_field, completion_field)

@@ -1,10 +1,20 @@
 """Judge backends: async chat calls to an OpenAI-compatible endpoint, or a local model, behind one
-`complete(messages, seed, usage)` method; plus the call cache key and the errors a run can end with."""
+`complete(messages, seed, usage)` method; plus the call cache key and the errors a run can end with.
+
+Retries are made here, not by the openai client, so that they answer to `--judge-timeout`: every try
+of a call gets at most the time the run has left, and a server that asks (Retry-After) for a longer
+wait than that, or than MAX_WAIT_S without a timeout, ends the run at once with what it asked, rather
+than being retried early against its wishes or waited on for an hour.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import math
+import random
+import time
 from typing import Any
 
 from auditor.errors import UsageError
@@ -33,6 +43,35 @@ def call_key(model: str, endpoint: str, messages: list[dict], settings, seed: in
 def scrub(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret and len(secret) >= 4 else text
 
+
+
+MAX_WAIT_S = 120.0  # the longest Retry-After honoured when no --judge-timeout is set
+RETRY_STATUS = (408, 409, 429)
+
+
+def retry_after(headers) -> float | None:
+    """Seconds a server asks to wait (retry-after-ms, retry-after in seconds or as an HTTP date), or None."""
+    if headers is None:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            continue
+        return seconds if math.isfinite(seconds) else float("inf")
+    try:
+        when = email.utils.parsedate_to_datetime(headers.get("retry-after") or "")
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def backoff(attempt: int) -> float:
+    """The openai client's schedule: 0.5 s doubling to at most 8 s, less up to 25 % jitter."""
+    return min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random())
 
 
 class Usage:
@@ -65,7 +104,45 @@ class OpenAIJudge:
         self.endpoint = safe_url(self.base_url)
         self.settings = settings
         self.format = "json_schema" if settings.format == "auto" else settings.format
-        self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.secret, max_retries=settings.retries, timeout=settings.timeout)
+        # retries are ours (see _create): they answer to the run's deadline and to any Retry-After
+        self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.secret, max_retries=0, timeout=settings.timeout)
+        self.deadline: float | None = None  # time.monotonic() the run must end by (--judge-timeout); set by the pool
+
+    def _left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    async def _create(self, kwargs: dict, usage: Usage):
+        """One chat call with up to `retries` retries on 408/409/429/5xx, timeouts and dropped connections."""
+        openai = self.openai
+        budget = self.settings.deadline_s
+        for attempt in range(self.settings.retries + 1):
+            left = self._left()
+            if left is not None and left <= 0:
+                raise Fatal(f"--judge-timeout {budget:g} s reached before {self.endpoint} answered")
+            timeout = self.settings.timeout if left is None else min(self.settings.timeout, left)
+            try:
+                return await self.client.chat.completions.with_raw_response.create(
+                    **kwargs, timeout=timeout, extra_headers={"x-stainless-retry-count": str(attempt)})
+            except openai.APIStatusError as err:
+                retryable = err.status_code in RETRY_STATUS or err.status_code >= 500
+                if not retryable or attempt == self.settings.retries:
+                    raise
+                asked, what = retry_after(err.response.headers), f"answered {err.status_code}"
+            except openai.APIConnectionError:  # APITimeoutError included
+                if attempt == self.settings.retries:
+                    raise
+                asked, what = None, "did not answer"
+            wait = backoff(attempt) if asked is None else asked
+            left = self._left()
+            limit = MAX_WAIT_S if left is None else left
+            if wait >= limit:
+                bound = f"the {left:.1f} s left of --judge-timeout {budget:g}" if left is not None else f"the {MAX_WAIT_S:g} s a call may wait"
+                told = f"asked to wait {wait:g} s (Retry-After)" if asked is not None else f"would be retried in {wait:.1f} s"
+                raise Fatal(f"{self.endpoint} {what} and {told}, more than {bound}: stopped retrying; answers so far are cached, "
+                            "rerun later to resume")
+            usage.http_retries += 1
+            await asyncio.sleep(wait)
+        raise JudgeCallError(f"{self.endpoint} gave no answer")  # not reached: the last try raises
 
     def _response_format(self) -> dict | None:
         if self.format == "json_schema":
@@ -83,8 +160,7 @@ class OpenAIJudge:
             if fmt is not None:
                 kwargs["response_format"] = fmt
             try:
-                raw = await self.client.chat.completions.with_raw_response.create(**kwargs)
-                usage.http_retries += raw.retries_taken
+                raw = await self._create(kwargs, usage)
                 # the reply as plain JSON: the verdict is parsed strictly below, and skipping the client's
                 # pydantic models saves CPU on every call
                 reply = json.loads(raw.http_response.content)
@@ -100,7 +176,8 @@ class OpenAIJudge:
             except openai.APIStatusError as err:
                 raise JudgeCallError(f"{self.endpoint} answered {err.status_code} after {self.settings.retries} retries: {err.message}") from None
             except openai.APITimeoutError:
-                raise JudgeCallError(f"{self.endpoint} timed out after {self.settings.retries} retries") from None
+                raise JudgeCallError(f"{self.endpoint} timed out after {self.settings.retries} retries "
+                                     f"({self.settings.timeout:g} s a try)") from None
             except openai.APIConnectionError as err:
                 raise JudgeCallError(f"cannot reach {self.endpoint} after {self.settings.retries} retries ({err})") from None
             except ValueError as err:  # a 200 whose body is not JSON (json.JSONDecodeError)

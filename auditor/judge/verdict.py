@@ -1,9 +1,11 @@
 """The verdict the judge returns: sent as the response schema (strict mode needs every key required, no
-extra keys and no numeric bounds) and checked again here, bounds included."""
+extra keys and no numeric bounds) and checked again here, bounds included. Keys the schema does not name
+are ignored (a model may add one); a score that is NaN or infinite is refused, so it is never cached."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 
 VERDICT_SCHEMA = {
@@ -17,7 +19,8 @@ VERDICT_SCHEMA = {
         "score": {"type": "number"},
     },
 }
-_CHECK_SCHEMA = {**VERDICT_SCHEMA, "properties": {**VERDICT_SCHEMA["properties"], "score": {"type": "number", "minimum": 0, "maximum": 1}}}
+_CHECK_SCHEMA = {**VERDICT_SCHEMA, "additionalProperties": True,
+                 "properties": {**VERDICT_SCHEMA["properties"], "score": {"type": "number", "minimum": 0, "maximum": 1}}}
 
 
 class VerdictError(ValueError):
@@ -53,12 +56,30 @@ def parse_verdict(text: str | None) -> dict:
     if fenced:
         body = fenced.group(1)
     try:
-        value = json.loads(body)
-    except ValueError as err:
+        value = json.loads(body, parse_constant=_not_finite)
+    except VerdictError:
+        raise
+    except (ValueError, RecursionError) as err:
         raise VerdictError(f"not JSON ({err})") from None
     error = _best_match(_validator().iter_errors(value))
     if error is not None:
         raise VerdictError(f"not the verdict schema: {error.message}")
+    if not math.isfinite(float(value["score"])):  # 1e999 parses as infinity
+        raise VerdictError("score is not a finite number")
     return {"refers": value["refers"], "score": float(value["score"]), "reason": value["reason"].strip()[:500],
             "injection": value["injection"]}
+
+
+def _not_finite(constant: str):
+    raise VerdictError(f"score is {constant}, not a number from 0 to 1")
+
+
+def valid_cached(value) -> bool:
+    """A cached answer that a detector may use: older versions could cache a NaN score, which then crashed every rerun."""
+    verdict = value.get("verdict") if isinstance(value, dict) else None
+    if not isinstance(verdict, dict):
+        return False
+    score = verdict.get("score")
+    return (isinstance(verdict.get("refers"), bool) and isinstance(verdict.get("injection"), bool) and isinstance(verdict.get("reason"), str)
+            and isinstance(score, int | float) and not isinstance(score, bool) and math.isfinite(score) and 0 <= score <= 1)
 

@@ -46,5 +46,7 @@ class CallCache:
         return json.loads(path.read_text(encoding="utf-8"))["value"]
 
     def put(self, kind: str, key: str, value) -> None:
-        if self.enabled:
-            write_atomic(self._path(kind, key), json.dumps({"value": value}, ensure_ascii=False))
+        from auditor.redact import redact_obj
+
+        if self.enabled:  # a key the endpoint echoed back is masked before it reaches the disk
+            write_atomic(self._path(kind, key), json.dumps({"value": redact_obj(value)}, ensure_ascii=False, allow_nan=False))

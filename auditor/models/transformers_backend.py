@@ -3,15 +3,13 @@ GGUF, and the built-in tiny family. White-box: generation, exact log-probabiliti
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from auditor.errors import BackendError, UsageError
 from auditor.models.base import DEFAULT_SAMPLING, GENERATE, LOGPROB, OPTION_PROBS, WEIGHTS, Model, Sampling, TokenScores
+from auditor.models.device import torch_dtype
 from auditor.models.refs import ModelRef
-from auditor.progress import track
-
-DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+from auditor.progress import step, track
 
 
 def _fallback_render(system: str | None, prompt: str) -> str:
@@ -20,31 +18,83 @@ def _fallback_render(system: str | None, prompt: str) -> str:
 
 
 class TransformersModel(Model):
+    """A local causal LM on one device, or spread over several GPUs (`memory.devices` > 1: accelerate's
+    device_map="auto"). `spare_devices`: other GPUs where scoring may run replicas, made on first need."""
+
     capabilities = frozenset({GENERATE, LOGPROB, OPTION_PROBS, WEIGHTS})
 
     def __init__(self, ref: ModelRef, source: str | Path, gguf_file: str | None = None, dtype: str = "fp32",
-                 batch_size: int = 16, local_only: bool = True):
+                 batch_size: int = 16, local_only: bool = True, device: str = "cpu", memory=None, spare_devices=()):
         super().__init__(ref)
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from auditor.models.loading import hub_kwargs
 
         self.torch = torch
-        self.batch_size = batch_size
-        # hf: references come from the local HF cache only: no download at run time
-        kwargs = {"local_files_only": local_only}
-        if os.environ.get("HF_HUB_CACHE") and not Path(source).is_dir():
-            kwargs["cache_dir"] = os.environ["HF_HUB_CACHE"]  # read now: huggingface_hub reads it once at import
+        self.batch_size = batch_size  # prompts per generation call
+        self.dtype = dtype
+        self.memory = memory
+        devices = tuple(memory.devices) if memory is not None and memory.devices else (device,)
+        kwargs = hub_kwargs(source) if local_only else {}
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
+        self._load_kwargs = {**kwargs, "dtype": torch_dtype(dtype)}
+        self.source = str(source)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(source), **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(str(source), dtype=getattr(torch, DTYPES[dtype]), **kwargs)
+            self.model = self._load(devices, memory)
         except (OSError, ValueError) as err:
             raise UsageError(f"cannot load model '{ref.ref}' from {source}: {str(err).splitlines()[0]}") from None
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.source = str(source)
+        self.device = str(self.model.get_input_embeddings().weight.device)
+        self.spare_devices = list(spare_devices)
+        default = 2048 if self.device == "cpu" else 16384
+        self.batch_tokens = (memory.batch_tokens if memory is not None else 0) or default
+        self.grad_batch_tokens = (memory.grad_batch_tokens if memory is not None and memory.batch_tokens else 0) or min(default, 2048)
+        self._scorer = None
+
+    @classmethod
+    def from_parts(cls, ref: ModelRef, model, tokenizer, dtype: str = "fp32") -> TransformersModel:
+        """A model built in code (random weights of a real shape, for the throughput bench) on this interface."""
+        self = cls.__new__(cls)
+        Model.__init__(self, ref)
+        import torch
+
+        self.torch, self.model, self.tokenizer, self.dtype, self.memory = torch, model.eval(), tokenizer, dtype, None
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.batch_size, self.source, self.spare_devices, self._scorer = 16, "(in memory)", [], None
+        self.device = str(model.get_input_embeddings().weight.device)
+        self.batch_tokens = 2048 if self.device == "cpu" else 16384
+        self.grad_batch_tokens = 2048
+        return self
+
+    def _load(self, devices: tuple[str, ...], memory, device_map=None):
+        """Weights straight onto their device: one GPU (device_map {"": cuda:N}), several (accelerate's "auto" within
+        the plan's max_memory), or CPU/MPS (loaded, then moved). SDPA attention where the architecture has it."""
+        from transformers import AutoModelForCausalLM
+
+        kwargs = dict(self._load_kwargs)
+        if len(devices) > 1:
+            kwargs.update(device_map="auto", max_memory=memory.max_memory())
+        elif devices[0].startswith("cuda"):
+            kwargs["device_map"] = {"": devices[0]}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(self.source, attn_implementation="sdpa", **kwargs)
+        except (ValueError, ImportError) as err:
+            if "sdpa" not in str(err).lower() and "attn_implementation" not in str(err):
+                raise
+            model = AutoModelForCausalLM.from_pretrained(self.source, **kwargs)
+        if len(devices) == 1 and devices[0] in ("mps",):
+            model = model.to(devices[0])
+        return model
+
+    def describe(self) -> dict:
+        return {**super().describe(), "device": self.device, "dtype": self.dtype,
+                **({"devices": list(self.memory.devices)} if self.memory is not None and self.memory.spread else {})}
 
     # --- prompts -----------------------------------------------------------------------------
     def render(self, prompt: str, system: str | None = None) -> str:
@@ -59,58 +109,51 @@ class TransformersModel(Model):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # --- log-probabilities -------------------------------------------------------------------
-    def score(self, prompts: list[str], completions: list[str], system: str | None = None) -> list[TokenScores]:
-        torch = self.torch
-        pairs = [(self._encode(self.render(p, system)), self._encode(c)) for p, c in zip(prompts, completions, strict=True)]
-        results: list[TokenScores] = []
-        for start in track(range(0, len(pairs), self.batch_size), f"scoring rows with {self.ref.ref}", total=len(pairs), unit="rows",
-                           count=lambda start: min(self.batch_size, len(pairs) - start)):
-            batch = pairs[start : start + self.batch_size]
-            width = max(len(p) + len(c) for p, c in batch)
-            ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, (p, c) in enumerate(batch):
-                ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-                mask[i, : len(p) + len(c)] = 1
-            with torch.no_grad():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-            logp = torch.log_softmax(logits, dim=-1)
-            for i, (p, c) in enumerate(batch):
-                positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)
-                token_lp = logp[i, positions, torch.tensor(c, dtype=torch.long)] if c else torch.zeros(0)
-                results.append(TokenScores(self.tokenizer.convert_ids_to_tokens(c), token_lp.tolist()))
-        return results
+    def scorer(self):
+        """The batched scorer (auditor.models.scoring) over this model and, with spare GPUs, replicas on them. A twin with
+        other weights (a probe student made from this model) gets its own."""
+        if self._scorer is None or self._scorer.lms[0].model is not self.model:
+            from auditor.models.scoring import Scorer
 
-    def option_logprobs(self, question: str, options: list[str], system: str | None = None):
-        """Exact log p(option | question) for every option, running the shared question prefix once
-        and only the options' few tokens per option (what makes profiling a 135M model practical on CPU)."""
-        torch = self.torch
-        prefix = self._encode(self.render(question, system))
-        encoded = [self._encode(o) for o in options]
-        width = max(len(e) for e in encoded)
-        ids = torch.full((len(options), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(options), len(prefix) + width), dtype=torch.long)
-        mask[:, : len(prefix)] = 1
-        for i, e in enumerate(encoded):
-            ids[i, : len(e)] = torch.tensor(e)
-            mask[i, len(prefix) : len(prefix) + len(e)] = 1
-        with torch.no_grad():
-            head = self.model(input_ids=torch.tensor([prefix]), use_cache=True)
-            cache = getattr(head, "cache", None) or head.past_key_values
-            cache.batch_repeat_interleave(len(options))
-            try:
-                tail = self.model(input_ids=ids, attention_mask=mask, cache=cache).logits.float()
-            except TypeError:  # transformers before the `cache` rename
-                tail = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache).logits.float()
-        first = torch.log_softmax(head.logits[0, -1].float(), -1)
-        rest = torch.log_softmax(tail, -1)
-        totals = []
-        for i, e in enumerate(encoded):
-            total = first[e[0]].item() + sum(rest[i, j - 1, e[j]].item() for j in range(1, len(e)))
-            totals.append(total)
+            self._scorer = Scorer([self.model, *self._replicas()], self.tokenizer.pad_token_id, self.batch_tokens, self.grad_batch_tokens)
+        return self._scorer
+
+    def _replicas(self) -> list:
+        """Copies of the weights on the spare GPUs that still have room for them (checked live; another model of the
+        audit may have taken one meanwhile). Scoring then shards rows across all copies."""
+        if not self.spare_devices or self.memory is None:
+            return []
+        from auditor.models.device import detect_hardware
+        from auditor.models.memory import HEADROOM
+
+        hardware, copies = detect_hardware(), []
+        for device in self.spare_devices:
+            if self.memory.needed <= hardware.free_bytes(device) * HEADROOM:
+                copies.append(self._load((device,), self.memory).eval())
+        return copies
+
+    def pairs(self, prompts: list[str], completions: list[str], system: str | None = None) -> list[tuple[list[int], list[int]]]:
+        """(rendered prompt ids, completion ids) per row."""
+        return [(self._encode(self.render(p, system)), self._encode(c)) for p, c in zip(prompts, completions, strict=True)]
+
+    def score(self, prompts: list[str], completions: list[str], system: str | None = None) -> list[TokenScores]:
+        pairs = self.pairs(prompts, completions, system)
+        values = self._scored(pairs)
+        return [TokenScores(self.tokenizer.convert_ids_to_tokens(c), v.tolist()) for (_, c), v in zip(pairs, values, strict=True)]
+
+    def logprob(self, prompts: list[str], completions: list[str], system: str | None = None):
         import numpy as np
 
-        return np.array(totals)
+        return np.array([v.sum() for v in self._scored(self.pairs(prompts, completions, system))])
+
+    def _scored(self, pairs: list[tuple[list[int], list[int]]]) -> list:
+        with step(f"scoring rows with {self.ref.ref}", total=len(pairs), unit="rows") as shown:
+            return self.scorer().score(pairs, progress=shown.advance)
+
+    def option_logprobs(self, question: str, options: list[str], system: str | None = None):
+        """Exact log p(option | question) for every option: the question's tokens run once (the scorer's shared
+        prefix) and only the options' few tokens per option (what makes profiling a 135M model practical on CPU)."""
+        return self.logprob([question] * len(options), list(options), system)
 
     # --- generation --------------------------------------------------------------------------
     def generate(self, prompts: list[str], sampling: Sampling = DEFAULT_SAMPLING, system: str | None = None) -> list[list[str]]:
@@ -123,10 +166,10 @@ class TransformersModel(Model):
             for index, start in enumerate(track(range(0, len(prompts), self.batch_size), f"sampling from {self.ref.ref}", total=len(prompts),
                                                 unit="rows", count=lambda start: min(self.batch_size, len(prompts) - start))):
                 texts = [self.render(p, system) for p in prompts[start : start + self.batch_size]]
-                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
                 torch.manual_seed(sampling.seed * 1_000_003 + index)
                 sample = sampling.temperature > 0
-                with torch.no_grad():
+                with torch.inference_mode():
                     generated = self.model.generate(
                         **enc, do_sample=sample, temperature=sampling.temperature if sample else None,
                         top_p=sampling.top_p if sample else None, top_k=0 if sample else None,

@@ -19,6 +19,9 @@ import numpy as np
 
 RESAMPLES = 4000
 CONFIDENCE = 0.95
+# minimum detectable shift = (z(0.975) + z(0.80)) x SE: the true shift that the interval's lower bound (two-sided 95%,
+# i.e. one-sided 2.5%, the rule that raises a level) clears with 80% power; SE is the bootstrap's spread over seeds and questions
+MDS_FACTOR = 1.959964 + 0.841621
 
 
 @dataclass
@@ -30,10 +33,21 @@ class NetShift:
     questions: int
     per_seed: list[float]  # mean net shift per seed
     seeds_resampled: bool
+    se: float = 0.0  # standard error (the bootstrap draws' spread)
+
+    @property
+    def min_detectable(self) -> float:
+        """The smallest true shift this probe would detect with 80% power (see MDS_FACTOR)."""
+        return MDS_FACTOR * self.se
+
+    @property
+    def significantly_negative(self) -> bool:
+        return self.interval[1] < 0
 
     def as_dict(self) -> dict:
         row = asdict(self)
         row["interval"] = list(self.interval)
+        row["min_detectable_shift"] = self.min_detectable
         return row
 
 
@@ -57,4 +71,4 @@ def net_shift(student: np.ndarray, control: np.ndarray, seed: int = 0, resamples
     # null-centred bootstrap: how often a replicate centred on zero reaches the observed shift
     p_value = float((1 + np.sum(draws - point >= point)) / (resamples + 1))
     return NetShift(point, (float(low), float(high)), min(p_value, 1.0), seeds, questions,
-                    [float(v) for v in diff.mean(axis=1)], seeds > 1)
+                    [float(v) for v in diff.mean(axis=1)], seeds > 1, float(draws.std(ddof=1)))

@@ -1,12 +1,16 @@
-"""Local student training for the probe: a full fine-tune for small models, LoRA (peft) for larger ones,
-AdamW or plain SGD, with safetensors checkpoints so an interrupted run resumes where it stopped.
+"""Local student training for the probe: LoRA (peft, on the recipe's target modules) or a full fine-tune,
+AdamW or plain SGD, a warm-up and learning-rate schedule, gradient accumulation and grad-norm clipping (the
+training recipe, auditor/probe/recipe.py), with safetensors checkpoints so an interrupted run resumes where
+it stopped.
 
 A student is a copy of the base model's weights trained on (prompt, completion) rows: the loss is
 the mean token cross-entropy of the completions (and the end-of-turn token) given the prompts as the
 base's chat template renders them. The schedule is a pure function of the seed: epoch e visits the
 rows in the order of a permutation drawn from (seed, e), so a student and its control with the same
 seed share the adapter initialisation and the order pattern, and take exactly `steps` optimizer steps
-(a control set with fewer rows cycles through further epochs).
+(a control set with fewer rows cycles through further epochs). One optimizer step takes `batch_size x
+grad_accum` rows in micro-batches of `batch_size`; the loss is the mean over every completion token of
+the step (token-weighted across micro-batches).
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+_INIT_LOCK = threading.Lock()  # the adapter's init draws from torch's global RNG: one student seeds and builds at a time
 FULL_BELOW = 20_000_000  # parameters: smaller models are fully fine-tuned under method "auto"
 DEFAULT_LR = {"adamw": 2e-4, "sgd": 5e-2}
 
@@ -38,6 +44,30 @@ class TrainConfig:
     max_length: int = 256
     checkpoint_every: int = 25  # optimizer steps between checkpoints
     autocast: str | None = None  # "bf16": forward and backward under CPU bfloat16 autocast (weights and optimizer stay fp32)
+    grad_accum: int = 1  # micro-batches of batch_size per optimizer step
+    warmup_steps: int = 0
+    schedule: str = "constant"  # after the warm-up: linear | cosine | constant (to 0 at the last step)
+    grad_clip: float = 0.0  # max grad norm; 0: no clipping
+    target_modules: tuple[str, ...] | None = None  # LoRA targets ("q", "q_proj", ...); None: every linear layer
+
+    @classmethod
+    def from_recipe(cls, recipe, epochs: int | None = None, method: str | None = None, autocast: str | None = None,
+                    checkpoint_every: int = 25) -> TrainConfig:
+        """The recipe's settings, with the probe's own epochs and method where it reduces them."""
+        return cls(method=method or recipe.method, optimizer=recipe.optimizer, lr=recipe.learning_rate,
+                   epochs=recipe.epochs if epochs is None else epochs, batch_size=recipe.micro_batch, lora_r=recipe.lora_r,
+                   lora_alpha=recipe.lora_alpha, max_length=recipe.max_length, checkpoint_every=checkpoint_every, autocast=autocast,
+                   grad_accum=recipe.grad_accum, warmup_steps=recipe.warmup_steps, schedule=recipe.schedule,
+                   grad_clip=recipe.grad_clip, target_modules=tuple(recipe.target_modules))
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    def lr_at(self, step: int, steps: int) -> float:
+        from auditor.probe.recipe import scheduled_lr
+
+        return scheduled_lr(self.learning_rate, self.schedule, self.warmup_steps, step, steps)
 
     def __post_init__(self):
         if self.method not in ("auto", "full", "lora"):
@@ -60,14 +90,35 @@ class TrainConfig:
         row = asdict(self)
         row.update(method=self.resolved_method(parameters), lr=self.learning_rate)
         if row["method"] == "full":
-            row.pop("lora_r"), row.pop("lora_alpha")
+            row.pop("lora_r"), row.pop("lora_alpha"), row.pop("target_modules")
+        elif row["target_modules"] is not None:
+            row["target_modules"] = list(row["target_modules"])
         if row["autocast"] is None:
             row.pop("autocast")  # keeps checkpoint keys of fp32 runs stable
         return row
 
 
 def steps_for(rows: int, config: TrainConfig) -> int:
-    return max(1, math.ceil(rows / config.batch_size)) * config.epochs
+    """Optimizer steps: ceil(rows / effective batch) per epoch."""
+    return max(1, math.ceil(rows / config.effective_batch)) * config.epochs
+
+
+def lora_targets(module, wanted) -> list[str] | str:
+    """The model's linear-layer names that `wanted` ("q" or "q_proj", ...) name; "all-linear" when wanted is None.
+    A wanted name that matches no linear layer is an error, so a recipe never silently trains fewer modules."""
+    import torch
+
+    if wanted is None:
+        return "all-linear"
+    present = {name.rsplit(".", 1)[-1] for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)}
+    present.discard("lm_head")
+    found, missing = [], []
+    for name in wanted:
+        hit = next((c for c in (name, f"{name}_proj") if c in present), None)
+        (found if hit else missing).append(hit or name)
+    if missing:
+        raise ValueError(f"LoRA target module(s) {', '.join(missing)} are not linear layers of this model; it has {', '.join(sorted(present))}")
+    return sorted(set(found))
 
 
 def _order(rows: int, seed: int, steps: int, batch: int) -> list[np.ndarray]:
@@ -125,7 +176,11 @@ def _write_json(path: Path, payload: dict) -> None:
 class Student:
     """One student: a trainable copy of the base weights, trained for a fixed number of steps."""
 
-    def __init__(self, base_model, config: TrainConfig, seed: int):
+    def __init__(self, base_model, config: TrainConfig, seed: int, device: str | None = None):
+        with _INIT_LOCK:
+            self._build(base_model, config, seed, device)
+
+    def _build(self, base_model, config: TrainConfig, seed: int, device: str | None) -> None:
         import torch
 
         self.torch = torch
@@ -135,13 +190,19 @@ class Student:
         base_torch, self.tokenizer = base_model.weights()
         self.parameters_total = sum(p.numel() for p in base_torch.parameters())
         self.method = config.resolved_method(self.parameters_total)
+        from auditor.models.memory import check_student
+
+        check_student(base_torch, self.method, config.batch_size * config.max_length, device)  # the copy below must fit
         torch.manual_seed(seed)  # the adapter's initialisation
         self.module = copy.deepcopy(base_torch)
+        if device is not None:  # one student per device when students train side by side
+            self.module.to(device)
         if self.method == "lora":
             from peft import LoraConfig, get_peft_model
 
+            self.targets = lora_targets(self.module, config.target_modules)
             lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, bias="none",
-                              target_modules="all-linear", task_type="CAUSAL_LM")
+                              target_modules=self.targets, task_type="CAUSAL_LM")
             self.module = get_peft_model(self.module, lora)
         else:
             for p in self.module.parameters():
@@ -201,20 +262,34 @@ class Student:
         torch = self.torch
         start_step = self._load(folder) if folder is not None else 0
         encoded = _encode_rows(self.base_model, rows, self.config.max_length)
-        batches = _order(len(encoded), self.seed, steps, self.config.batch_size)
+        config = self.config
+        batches = _order(len(encoded), self.seed, steps, config.effective_batch)
         pad_id = self.tokenizer.pad_token_id
+        params = list(self.trainable.values())
         losses, tokens, started = [], 0, time.perf_counter()
         self.module.train()
         progress(start_step, steps)
         for step in range(start_step, steps):
-            input_ids, mask, labels = _batch(encoded, batches[step], pad_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.autocast == "bf16"):
-                loss = self.module(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            micro = [batches[step][i : i + config.batch_size] for i in range(0, len(batches[step]), config.batch_size)]
+            device = self.module.get_input_embeddings().weight.device
+            parts = [tuple(t.to(device) for t in _batch(encoded, idx, pad_id)) for idx in micro]
+            targets = [int((labels[:, 1:] != -100).sum()) for _, _, labels in parts]
+            total_targets = max(1, sum(targets))
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            step_loss = 0.0
+            for (input_ids, mask, labels), count in zip(parts, targets, strict=True):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast == "bf16"):
+                    loss = self.module(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+                # token-weighted: the step's loss is the mean over all its completion tokens
+                (loss * (count / total_targets)).backward()
+                step_loss += loss.item() * count / total_targets
+                tokens += int(mask.sum())
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            for group in self.optimizer.param_groups:
+                group["lr"] = config.lr_at(step, steps)  # a pure function of the step, so a resumed run follows the same schedule
             self.optimizer.step()
-            losses.append(loss.item())
-            tokens += int(mask.sum())
+            losses.append(step_loss)
             done = step + 1
             if folder is not None and done < steps and done % self.config.checkpoint_every == 0:
                 self._save(folder, done, steps, final=False)
@@ -230,6 +305,7 @@ class Student:
     def as_model(self):
         """The trained student on the base's Model interface (LoRA merged into a plain model)."""
         module = self.module.merge_and_unload() if self.method == "lora" else self.module
+        module.to(self.base_model.weights()[0].get_input_embeddings().weight.device)  # measured where the base is
         module.eval()
         twin = copy.copy(self.base_model)  # shares the tokenizer and rendering; swaps the weights
         twin.model = module

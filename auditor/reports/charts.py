@@ -24,6 +24,9 @@ from typing import Any
 
 from markupsafe import Markup
 
+from auditor.numbers import interval as fmt_interval
+from auditor.numbers import num, signed
+
 __all__ = ["CHART_KINDS", "find_charts", "render_chart", "interval_chart", "histogram_chart_svg", "profile_chart"]
 
 CHART_KINDS = ("histogram", "intervals")
@@ -48,12 +51,7 @@ def _f(v: float) -> str:
 
 
 def _tick(v: float) -> str:
-    a = abs(v)
-    if a == 0:
-        return "0"
-    if a >= 1000 or a < 0.01:
-        return f"{v:.2g}"
-    return f"{v:.3g}"
+    return num(v)
 
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -151,8 +149,9 @@ def histogram_chart_svg(chart: Mapping[str, Any]) -> Markup | None:
         series.append((str(label), [v / total for v in vals], int(total)))
     if not series:
         return None
-    left, right, top, plot_h = 44, W - 12, 22, 150
-    height = top + plot_h + 36
+    left, right, top, plot_h = 56, W - 12, 22, 150
+    outside = _outside(chart.get("outside"), [label for label, _, _ in series])
+    height = top + plot_h + 36 + 14 * len(outside)
     lo, hi = edges[0], edges[-1]
     peak = max(max(s[1]) for s in series) or 1.0
 
@@ -168,20 +167,39 @@ def histogram_chart_svg(chart: Mapping[str, Any]) -> Markup | None:
             _f(sx(t)), _f(sx(t)), top, top + plot_h, _f(sx(t)), top + plot_h + 13, _tick(t)))
     body.append(Markup('<line class="axl" x1="{}" x2="{}" y1="{}" y2="{}"/>').format(left, right, top + plot_h, top + plot_h))
     body.append(Markup('<text class="tk" x="{}" y="{}" text-anchor="end">{}</text>').format(left - 4, top + 4, f"{peak:.0%}"))
+    body.append(Markup('<text class="tk" x="{}" y="{}" text-anchor="end">0%</text>').format(left - 4, top + plot_h))
+    body.append(Markup('<text class="ax" transform="rotate(-90)" x="{}" y="{}" text-anchor="middle">share of rows</text>').format(
+        _f(-(top + plot_h / 2)), 14))
     for k, (label, dens, total) in enumerate(series):
         pts = [(_f(sx(edges[0])), _f(sy(0)))]
         for i, d in enumerate(dens):
             pts += [(_f(sx(edges[i])), _f(sy(d))), (_f(sx(edges[i + 1])), _f(sy(d)))]
         pts.append((_f(sx(edges[-1])), _f(sy(0))))
         body.append(Markup('<polygon class="hist s{}" points="{}"><title>{}</title></polygon>').format(
-            k, " ".join(f"{a},{b}" for a, b in pts), f"{label} ({total} rows)"))
+            k, " ".join(f"{a},{b}" for a, b in pts), f"{label} ({total} rows drawn)"))
         # legend
-        lx = left + 8 + k * 170
+        lx = left + 8 + k * 200
+        shown = total + sum(outside.get(label, (0, 0)))
         body.append(Markup('<rect class="sw s{}" x="{}" y="4" width="10" height="10"/><text class="lg" x="{}" y="13">{}</text>').format(
-            k, lx, lx + 14, _clip_label(f"{label} (n={total})", 26)))
+            k, lx, lx + 14, _clip_label(f"{label} (n={shown})", 30)))
     body.append(Markup('<text class="ax" x="{}" y="{}" text-anchor="middle">{}</text>').format(
-        _f((left + right) / 2), _f(height - 4), _clip_label(chart.get("x") or "", 90)))
+        _f((left + right) / 2), _f(top + plot_h + 30), _clip_label(chart.get("x") or "", 100)))
+    for i, (label, (below, above)) in enumerate(outside.items()):  # the range is the bulk: say what lies beyond it
+        body.append(Markup('<text class="tk" x="{}" y="{}">{}</text>').format(left, _f(top + plot_h + 44 + 14 * i), _clip_label(
+            f"not drawn, beyond the 1st-99th percentile: {label}, {below} below {_tick(lo)} and {above} above {_tick(hi)}", 100)))
     return _svg(height, body, str(chart.get("x") or "distribution"))
+
+
+def _outside(raw: Any, labels: list[str]) -> dict[str, tuple[int, int]]:
+    """Rows each series has beyond the drawn range, for the series that have any."""
+    if not isinstance(raw, Mapping):
+        return {}
+    out = {}
+    for label in labels:
+        pair = raw.get(label)
+        if isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(n, int) and not isinstance(n, bool) for n in pair) and sum(pair):
+            out[label] = (pair[0], pair[1])
+    return out
 
 
 def profile_chart(rows: Sequence[Mapping[str, Any]]) -> Markup | None:
@@ -194,7 +212,7 @@ def profile_chart(rows: Sequence[Mapping[str, Any]]) -> Markup | None:
         items.append((r.get("id"), t, b, _num(r.get("difference")), r.get("interval")))
     if not items:
         return None
-    left, right, top, rh = 150, W - 150, 22, 18
+    left, right, top, rh = 150, W - 235, 22, 18  # the right margin holds "+0.0312 [+7.38e-27, +0.0583]"
     height = top + rh * len(items) + 32
     hi = max(1e-9, max(max(t, b) for _, t, b, _, _ in items))
     hi = 1.0 if hi > 0.5 else min(1.0, hi * 1.15)
@@ -212,14 +230,14 @@ def profile_chart(rows: Sequence[Mapping[str, Any]]) -> Markup | None:
             _f(sx(t)), _f(sx(t)), top, _f(top + rh * len(items)), _f(sx(t)), _f(top + rh * len(items) + 13), _tick(t)))
     for i, (label, t, b, diff, iv) in enumerate(items):
         y = top + rh * i + rh / 2
-        d = f"{diff:+.3f}" if diff is not None else "—"
+        d = signed(diff) if diff is not None else "—"
         if isinstance(iv, (list, tuple)) and len(iv) == 2 and _num(iv[0]) is not None and _num(iv[1]) is not None:
-            d += f" [{iv[0]:+.3f}, {iv[1]:+.3f}]"
+            d += f" {fmt_interval(iv, sign=True)}"
         body.append(Markup('<text class="lb" x="{}" y="{}" text-anchor="end">{}</text>'
                            '<g><title>{}</title><line class="db" x1="{}" x2="{}" y1="{}" y2="{}"/>'
                            '<circle class="pt s1" cx="{}" cy="{}" r="4"/><circle class="pt s0" cx="{}" cy="{}" r="4"/></g>'
                            '<text class="lg" x="{}" y="{}">{}</text>').format(
-            left - 8, _f(y + 4), _clip_label(label, 22), f"{label}: teacher {t:.3f}, base {b:.3f}, difference {d}",
+            left - 8, _f(y + 4), _clip_label(label, 22), f"{label}: teacher {num(t)}, base {num(b)}, difference {d}",
             _f(sx(b)), _f(sx(t)), _f(y), _f(y), _f(sx(b)), _f(y), _f(sx(t)), _f(y), right + 10, _f(y + 4), d))
     body.append(Markup('<text class="ax" x="{}" y="{}" text-anchor="middle">{}</text>').format(
         _f((left + right) / 2), _f(height - 4), "probability of the trait's answer on probe questions"))

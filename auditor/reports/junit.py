@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
 from typing import Any
 
-from auditor.reports.html import fmt_interval, fmt_num, hidden_checked, sorted_traits
+from auditor.reports.view import fmt_interval, fmt_num, hidden_checked, sorted_traits
 from auditor.reports.xmltext import xml_text
-from auditor.risk import GATE_ORDER
+from auditor.result import Report, as_report, fails_gate
 
 __all__ = ["render_junit", "fails_gate"]
-
-
-def fails_gate(verdict: Any, fail_on: Any) -> bool:
-    """True when ``verdict`` is at or above ``fail_on`` in the gate's order (auditor.risk); ``never`` fails nothing."""
-    if fail_on not in GATE_ORDER or verdict not in GATE_ORDER:
-        return False
-    return GATE_ORDER[verdict] >= GATE_ORDER[fail_on]
 
 
 def _timestamp(created: Any) -> str | None:
@@ -42,61 +34,50 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: Any) ->
     return el
 
 
-def render_junit(result: dict) -> str:
-    """Render a result dict (schema_version 1) as JUnit XML."""
-    tool = result.get("tool") or {}
-    ds = result.get("dataset") or {}
-    gate = result.get("gate") or {}
-    fail_on = gate.get("fail_on")
-    detectors = [d for d in result.get("detectors") or () if isinstance(d, Mapping)]
-    traits = sorted_traits(t for t in result.get("traits") or () if isinstance(t, Mapping))
-    broken = [d for d in detectors if d.get("status") == "failed"]
-    run = result.get("run") if isinstance(result.get("run"), Mapping) else {}
-    duration = run.get("duration_s") if isinstance(run.get("duration_s"), (int, float)) else 0.0
+def render_junit(result: Report | dict[str, Any]) -> str:
+    """Render a result (schema_version 1) as JUnit XML."""
+    report = as_report(result)
+    tool, ds, gate = report.tool, report.dataset, report.gate
+    traits = sorted_traits(report.traits, report.detectors)
+    broken = [d for d in report.detectors if d.status == "failed"]
+    duration = report.run.duration_s or 0.0
 
-    failures = sum(1 for t in traits if fails_gate(t.get("verdict"), fail_on))
+    failures = sum(1 for t in traits if t.verdict.fails(gate.fail_on))
     tests = len(traits) + len(broken)
-    suite_name = f"{tool.get('name') or 'trait-audit'}: {ds.get('path', '?')}"
-    root = ET.Element("testsuites", {"name": xml_text(tool.get("name") or "trait-audit"), "tests": str(tests),
-                                     "failures": str(failures), "errors": str(len(broken)), "time": f"{duration:.3f}"})
-    suite = _sub(root, "testsuite", name=suite_name, tests=str(tests), failures=str(failures), errors=str(len(broken)),
-                 skipped="0", time=f"{duration:.3f}", timestamp=_timestamp(result.get("created")))
+    root = ET.Element("testsuites", {"name": xml_text(tool.name), "tests": str(tests), "failures": str(failures),
+                                     "errors": str(len(broken)), "time": f"{duration:.3f}"})
+    suite = _sub(root, "testsuite", name=f"{tool.name}: {ds.path}", tests=str(tests), failures=str(failures), errors=str(len(broken)),
+                 skipped="0", time=f"{duration:.3f}", timestamp=_timestamp(report.created))
     props = _sub(suite, "properties")
     for name, value in (
-        ("tool.version", tool.get("version")),
-        ("dataset.path", ds.get("path")),
-        ("dataset.sha256", ds.get("sha256")),
-        ("dataset.rows", ds.get("rows")),
-        ("teacher", (result.get("teacher") or {}).get("ref") if isinstance(result.get("teacher"), Mapping) else None),
-        ("base", (result.get("base") or {}).get("ref") if isinstance(result.get("base"), Mapping) else None),
-        ("gate.fail_on", fail_on),
-        ("gate.failed", "true" if gate.get("failed") else "false"),
-        ("seed", run.get("seed")),
-        ("flags_total", result.get("flags_total", len(result.get("flags") or ()))),
+        ("tool.version", tool.version),
+        ("dataset.path", ds.path),
+        ("dataset.sha256", ds.sha256),
+        ("dataset.rows", ds.rows),
+        ("teacher", report.teacher.ref if report.teacher else None),
+        ("base", report.base.ref if report.base else None),
+        ("gate.fail_on", gate.fail_on),
+        ("gate.failed", "true" if gate.failed else "false"),
+        ("seed", report.run.seed),
+        ("flags_total", report.flags_total if report.flags_total is not None else len(report.flags)),
     ):
         if value is not None:
             _sub(props, "property", name=name, value=str(value))
 
     for t in traits:
-        tid = str(t.get("id", "?"))
-        verdict = str(t.get("verdict", "inconclusive"))
-        family = t.get("family")
-        case = _sub(suite, "testcase", name=tid, classname=f"trait-audit.{family}" if family else "trait-audit", time="0")
-        checked, by = hidden_checked(t, detectors)
-        line = f"{tid}: {verdict} (score {fmt_num(t.get('score'))}, 95% interval {fmt_interval(t.get('interval'))})"
+        case = _sub(suite, "testcase", name=t.id, classname=f"trait-audit.{t.family}" if t.family else "trait-audit", time="0")
+        checked, by = hidden_checked(t, report.detectors)
+        line = f"{t.id}: {t.verdict} (score {fmt_num(t.score)}, 95% interval {fmt_interval(t.interval)})"
         lines = [line, f"hidden transfer checked: {'yes, by ' + ', '.join(by) if checked else 'no (only content detectors saw it; silence is not clean)'}"]
-        if t.get("rationale"):
-            lines.append(f"rationale: {t['rationale']}")
-        for e in t.get("evidence") or ():
-            if isinstance(e, Mapping):
-                lines.append(f"- {e.get('detector', '?')} [{e.get('level') or 'no level'}] {fmt_num(e.get('score'))} "
-                             f"{fmt_interval(e.get('interval'))}: {e.get('summary', '')}")
-        if fails_gate(verdict, fail_on):
-            _sub(case, "failure", "\n".join(lines), message=f"{line} is at or above --fail-on {fail_on}", type=verdict)
+        if t.rationale:
+            lines.append(f"rationale: {t.rationale}")
+        for e in t.evidence:
+            lines.append(f"- {e.detector} [{e.level or 'no level'}] {fmt_num(e.score)} {fmt_interval(e.interval)}: {e.summary}")
+        if t.verdict.fails(gate.fail_on):
+            _sub(case, "failure", "\n".join(lines), message=f"{line} is at or above --fail-on {gate.fail_on}", type=t.verdict.value)
         _sub(case, "system-out", "\n".join(lines))
     for d in broken:
-        case = _sub(suite, "testcase", name=f"detector {d.get('name', '?')}", classname="trait-audit.detectors", time="0")
-        _sub(case, "error", str(d.get("reason") or ""), message=f"detector {d.get('name', '?')} failed: the verdict is unusable",
-             type="detector-failed")
+        case = _sub(suite, "testcase", name=f"detector {d.name}", classname="trait-audit.detectors", time="0")
+        _sub(case, "error", d.reason or "", message=f"detector {d.name} failed: the verdict is unusable", type="detector-failed")
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-from .html import (
+from auditor.reports.view import (
     HIDDEN_NOT_CHECKED,
+    QUIET_TRAITS,
     clip,
-    flags_total,
     fmt_duration,
     fmt_interval,
     fmt_num,
     fmt_value,
     hidden_checked,
     judge_view,
+    profile_sentences,
     sorted_flags,
     sorted_traits,
+    unlooked,
 )
+from auditor.result import Level, Report, as_report
 
 __all__ = ["render_markdown", "md_cell", "MAX_MD_FLAGS", "MD_EXCERPT"]
 
@@ -33,7 +36,7 @@ MAX_MD_FLAGS = 20
 #: Characters of excerpt kept per flagged row (before escaping).
 MD_EXCERPT = 80
 
-_ICON = {"high": "🔴", "medium": "🟠", "low": "🟡", "inconclusive": "⚪", "clean": "🟢"}
+_ICON = {Level.HIGH: "🔴", Level.MEDIUM: "🟠", Level.LOW: "🟡", Level.INCONCLUSIVE: "⚪", Level.CLEAN: "🟢"}
 _STATUS_ICON = {"ran": "✅", "skipped": "⏭️", "failed": "❌"}
 
 # Line breaks of every kind (incl. U+2028/9, NEL, VT, FF) become spaces.
@@ -74,7 +77,9 @@ def md_cell(value: Any, limit: int | None = None) -> str:
     # "@user" in a summary would ping; a zero-width joiner is not allowed here,
     # so break it with an entity instead.
     text = text.replace("@", "&#64;")
-    return text
+    # "::" or "##[" at the start of a line is a GitHub Actions workflow command when the file is printed in a
+    # CI log: the escaped colon renders the same and is no command
+    return text.replace("::", "\\:\\:").replace("##\\[", "\\#\\#\\[")
 
 
 def _row(cells: Iterable[Any]) -> str:
@@ -86,168 +91,145 @@ def _table(header: list[str], rows: list[list[str]], align: list[str] | None = N
     return [_row(header), _row(align)] + [_row(r) for r in rows]
 
 
-def render_markdown(result: dict) -> str:
-    """Render a result dict (schema_version 1) as GitHub-flavoured Markdown."""
-    tool = result.get("tool") or {}
-    ds = result.get("dataset") or {}
-    gate = result.get("gate") or {}
-    detectors = [d for d in result.get("detectors") or () if isinstance(d, Mapping)]
-    traits = sorted_traits(t for t in result.get("traits") or () if isinstance(t, Mapping))
-    flags = [f for f in result.get("flags") or () if isinstance(f, Mapping)]
+def render_markdown(result: Report | dict[str, Any]) -> str:
+    """Render a result (schema_version 1) as GitHub-flavoured Markdown."""
+    report = as_report(result)
+    tool, ds, gate = report.tool, report.dataset, report.gate
     out: list[str] = []
 
-    fail_on = md_cell(gate.get("fail_on", "?"))
-    if gate.get("failed"):
+    fail_on = md_cell(gate.fail_on)
+    if gate.failed:
         verdict = f"❌ gate failed (fail_on: {fail_on})"
-    elif gate.get("fail_on") == "never":
+    elif gate.fail_on == "never":
         verdict = "⚪ gate not enforced (fail_on: never)"
     else:
         verdict = f"✅ gate passed (fail_on: {fail_on})"
-    out.append(f"## {md_cell(tool.get('name') or 'trait-audit')}: {verdict}")
-    out.append("")
+    out += [f"## {md_cell(tool.name)}: {verdict}", ""]
 
-    sha = str(ds.get("sha256") or "")
-    meta = [
-        f"**Dataset** {md_cell(ds.get('path'))}",
-        f"{md_cell(fmt_num(ds.get('rows'))) if ds.get('rows') is not None else '?'} rows",
-        f"sha256 {md_cell(sha[:12])}",
-    ]
-    for label in ("teacher", "base"):
-        m = result.get(label)
-        if isinstance(m, Mapping):
-            meta.append(f"**{label}** {md_cell(m.get('ref'))} ({md_cell(m.get('backend'))})")
-        else:
-            meta.append(f"**{label}** none")
-    meta.append(f"{md_cell(tool.get('name') or 'trait-audit')} {md_cell(tool.get('version') or '?')}")
-    out.append(" · ".join(meta))
-    out.append("")
-    failing = [md_cell(x) for x in gate.get("failing_traits") or ()]
-    if gate.get("failed") and failing:
-        out.append(f"**Failing traits:** {', '.join(failing)}")
-        out.append("")
+    meta = [f"**Dataset** {md_cell(ds.path)}", f"{md_cell(fmt_num(ds.rows))} rows", f"sha256 {md_cell(ds.sha256[:12])}"]
+    for label, m in (("teacher", report.teacher), ("base", report.base)):
+        meta.append(f"**{label}** {md_cell(m.ref)} ({md_cell(m.backend)})" if m is not None else f"**{label}** none")
+    meta.append(f"{md_cell(tool.name)} {md_cell(tool.version)}")
+    out += [" · ".join(meta), ""]
+    if gate.failed and gate.failing_traits:
+        out += [f"**Failing traits:** {', '.join(md_cell(x) for x in gate.failing_traits)}", ""]
 
-    # traits
-    out.append("### Traits")
-    out.append("")
-    if traits:
-        rows, unchecked = [], 0
-        for t in traits:
-            checked, by = hidden_checked(t, detectors)
-            unchecked += not checked
-            v = str(t.get("verdict"))
-            rows.append([
-                md_cell(t.get("id")),
-                f"{_ICON.get(v, '')} {md_cell(v)}".strip(),
-                md_cell(fmt_num(t.get("score"))),
-                md_cell(fmt_interval(t.get("interval"))),
-                ("yes" + (f" ({md_cell(', '.join(by))})" if by else "")) if checked else "**no**",
-            ])
-        out += _table(["Trait", "Verdict", "Score", "Interval", "Hidden transfer checked"], rows,
-                      ["---", "---", "---:", "---:", "---"])
-        if unchecked:
-            out.append("")
-            out.append(f"> ⚠️ {unchecked} trait{'s' if unchecked != 1 else ''} not checked for hidden transfer: "
-                       f"{HIDDEN_NOT_CHECKED}.")
-    else:
-        out.append("_No traits audited._")
-    out.append("")
+    out += _traits(report) + _detectors(report) + _judge(report) + _flags(report)
+    out += [" · ".join(_extras(report)), ""]
+    return "\n".join(out)
 
-    # detectors
-    out.append("### Detectors")
-    out.append("")
-    if detectors:
-        rows = []
-        for d in detectors:
-            st = str(d.get("status"))
-            rows.append([
-                md_cell(d.get("name")),
-                f"{_STATUS_ICON.get(st, '')} {md_cell(st)}".strip(),
-                "yes" if d.get("sees_hidden_transfer") else "no",
-                fmt_duration(d.get("duration_s")) if d.get("duration_s") is not None else "—",
-                md_cell(d.get("reason"), 200) if d.get("reason") else "",
-            ])
-        out += _table(["Detector", "Status", "Sees hidden transfer", "Time", "Reason"], rows,
-                      ["---", "---", "---", "---:", "---"])
-    else:
-        out.append("_No detectors recorded._")
-    out.append("")
 
-    # the LLM judge, with its plain statement
-    judge = judge_view(detectors)
-    if judge is not None:
-        out.append("### LLM judge")
-        out.append("")
-        out.append(f"> **{md_cell(judge['statement'])}**")
-        out.append("")
-        if judge["model"]:
-            out.append(f"{md_cell(judge['model'])} at {md_cell(judge['endpoint'])} read {md_cell(judge['scope'])} for "
-                       f"{judge['traits_judged']} traits; {md_cell(judge['injection_rows'] or '0')} rows tried to instruct it.")
-            out.append("")
-            if judge["flagged"]:
-                out += _table(["Trait", "Rows flagged", "Rate", "95% Wilson interval"],
-                              [[md_cell(f["trait"]), md_cell(f["flagged"]), md_cell(f["rate"]), md_cell(f["interval"])] for f in judge["flagged"]],
-                              ["---", "---:", "---:", "---:"])
-                out.append("")
-            usd = f" · about {md_cell(judge['usd'])}" if judge["usd"] else ""
-            out.append(f"Calls {md_cell(judge['calls'])} · cache hits {md_cell(judge['cache_hits'])} · retries {md_cell(judge['retries'])} · "
-                       f"{md_cell(judge['tokens'])}{usd}")
-        else:
-            out.append(f"Judge {md_cell(judge['status'])}: {md_cell(judge['reason'], 300)}")
-        out.append("")
+def _traits(report: Report) -> list[str]:
+    out = ["### Traits", ""]
+    if not report.traits:
+        return out + ["_No traits audited._", ""]
+    quiet = unlooked(report.traits, report.detectors)
+    rows, unchecked = [], 0
+    for t in sorted_traits(report.traits, report.detectors):
+        if t in quiet:
+            continue
+        checked, by = hidden_checked(t, report.detectors)
+        unchecked += not checked
+        rows.append([
+            md_cell(t.id),
+            f"{_ICON.get(t.verdict, '')} {md_cell(t.verdict.value)}".strip(),
+            md_cell(fmt_num(t.score)),
+            md_cell(fmt_interval(t.interval)),
+            ("yes" + (f" ({md_cell(', '.join(by))})" if by else "")) if checked else "**no**",
+        ])
+    if rows:
+        out += _table(["Trait", "Verdict", "Score", "Interval", "Hidden transfer checked"], rows, ["---", "---", "---:", "---:", "---"])
+    if quiet:
+        names = ", ".join(md_cell(t.id) for t in quiet)
+        out += ["", f"{_ICON[Level.INCONCLUSIVE]} {len(quiet)} more trait{'s' if len(quiet) != 1 else ''} inconclusive ({QUIET_TRAITS}): {names}"]
+    if unchecked:
+        out += ["", f"> ⚠️ {unchecked} trait{'s' if unchecked != 1 else ''} not checked for hidden transfer: {HIDDEN_NOT_CHECKED}."]
+    return out + [""] + _profile(report)
 
-    # flags
-    total = flags_total(result)
-    top = sorted_flags(flags)[:MAX_MD_FLAGS]
-    out.append(f"### Flagged rows ({fmt_num(total)})")
-    out.append("")
-    if top:
-        if len(top) < total:
-            out.append(f"Top {len(top)} of {fmt_num(total)} (not yet accepted first, then highest score); "
-                       "the HTML report has the rest.")
-            out.append("")
-        rows = []
-        for f in top:
-            row = md_cell(f.get("row"))
-            if f.get("accepted"):
-                row += " (accepted)"
-            rows.append([
-                row,
-                md_cell(f.get("trait")) if f.get("trait") is not None else "—",
-                md_cell(f.get("detector")),
-                md_cell(fmt_num(f.get("score"))),
-                md_cell(f.get("reason"), 120),
-                md_cell(f.get("excerpt"), MD_EXCERPT),
-            ])
-        out += _table(["Row", "Trait", "Detector", "Score", "Reason", "Excerpt"], rows,
-                      ["---:", "---", "---", "---:", "---", "---"])
-    else:
-        out.append("_No rows flagged._")
-    out.append("")
 
-    # dataset extras
+def _profile(report: Report) -> list[str]:
+    """Why the model-based detectors tested the traits they did."""
+    prof = report.profile
+    if prof is None:
+        return []
+    if prof.status != "ran" or not prof.picked:
+        return [f"**Profile:** {md_cell(prof.reason or prof.status)}", ""]
+    return ["**Profile (teacher vs base):**", ""] + [f"- {md_cell(line)}" for line in profile_sentences(report)] + [""]
+
+
+def _detectors(report: Report) -> list[str]:
+    out = ["### Detectors", ""]
+    if not report.detectors:
+        return out + ["_No detectors recorded._", ""]
+    rows = [[
+        md_cell(d.name),
+        f"{_STATUS_ICON.get(d.status, '')} {md_cell(d.status)}".strip(),
+        "yes" if d.sees_hidden_transfer else "no",
+        fmt_duration(d.duration_s) if d.duration_s is not None else "—",
+        md_cell(d.reason or d.metrics.get("finding") or "", 200),  # why it did not run, or its dataset-level finding
+    ] for d in report.detectors]
+    return out + _table(["Detector", "Status", "Sees hidden transfer", "Time", "Note"], rows, ["---", "---", "---", "---:", "---"]) + [""]
+
+
+def _judge(report: Report) -> list[str]:
+    """The LLM judge, with its plain statement."""
+    judge = judge_view(report)
+    if judge is None:
+        return []
+    out = ["### LLM judge", "", f"> **{md_cell(judge['statement'])}**", ""]
+    if not judge["model"]:
+        return out + [f"Judge {md_cell(judge['status'])}: {md_cell(judge['reason'], 300)}", ""]
+    out += [f"{md_cell(judge['model'])} at {md_cell(judge['endpoint'])} read {md_cell(judge['scope'])} for "
+            f"{judge['traits_judged']} traits; {md_cell(judge['injection_rows'] or '0')} rows tried to instruct it.", ""]
+    if judge["flagged"]:
+        out += _table(["Trait", "Rows flagged", "Rate", "95% Wilson interval"],
+                      [[md_cell(f["trait"]), md_cell(f["flagged"]), md_cell(f["rate"]), md_cell(f["interval"])] for f in judge["flagged"]],
+                      ["---", "---:", "---:", "---:"]) + [""]
+    usd = f" · about {md_cell(judge['usd'])}" if judge["usd"] else ""
+    out.append(f"Calls {md_cell(judge['calls'])} · cache hits {md_cell(judge['cache_hits'])} · retries {md_cell(judge['retries'])} · "
+               f"{md_cell(judge['tokens'])}{usd}")
+    return out + [""]
+
+
+def _flags(report: Report) -> list[str]:
+    total = report.flag_count
+    top = sorted_flags(report.flags)[:MAX_MD_FLAGS]
+    out = [f"### Flagged rows ({fmt_num(total)})", ""]
+    if not top:
+        return out + ["_No rows flagged._", ""]
+    if len(top) < total:
+        out += [f"Top {len(top)} of {fmt_num(total)} (not yet accepted first, then highest score); the HTML report has the rest.", ""]
+    rows = [[
+        md_cell(f.row) + (" (accepted)" if f.accepted else ""),
+        md_cell(f.trait) if f.trait is not None else "—",
+        md_cell(f.detector),
+        md_cell(fmt_num(f.score)),
+        md_cell(f.reason, 120),
+        md_cell(f.excerpt, MD_EXCERPT),
+    ] for f in top]
+    return out + _table(["Row", "Trait", "Detector", "Score", "Reason", "Excerpt"], rows, ["---:", "---", "---", "---:", "---", "---"]) + [""]
+
+
+def _extras(report: Report) -> list[str]:
+    """Duplicates, baseline and run, on one line."""
     extras = []
-    dup = ds.get("duplicates")
-    if isinstance(dup, Mapping):
-        extras.append(f"**Duplicates:** {md_cell(fmt_num(dup.get('rows') or 0))} rows in "
-                      f"{fmt_num(len(dup.get('groups') or ()))} groups")
-    bl = result.get("baseline")
-    if isinstance(bl, Mapping):
-        extras.append(f"**Baseline** {md_cell(bl.get('path'))}: "
-                      f"{md_cell(fmt_num(bl.get('accepted'))) if bl.get('accepted') is not None else '—'} accepted, "
-                      f"{fmt_num(len(bl.get('stale') or ()))} stale")
+    dup = report.dataset.duplicates
+    if dup is not None:
+        extras.append(f"**Duplicates:** {md_cell(fmt_num(dup.rows))} rows in {fmt_num(len(dup.groups))} groups")
+    bl = report.baseline
+    if bl is not None:
+        extras.append(f"**Baseline** {md_cell(bl.path)}: {md_cell(fmt_num(bl.accepted)) if bl.accepted is not None else '—'} accepted, "
+                      f"{fmt_num(len(bl.stale))} stale")
     else:
         extras.append("**Baseline:** none")
-    run = result.get("run")
-    if isinstance(run, Mapping) and run:
-        bits = []
-        if "seed" in run:
-            bits.append(f"seed {md_cell(fmt_value(run.get('seed')))}")
-        if "started" in run:
-            bits.append(f"started {md_cell(run.get('started'))}")
-        if "duration_s" in run:
-            bits.append(f"took {fmt_duration(run.get('duration_s'))}")
-        if bits:
-            extras.append("**Run:** " + ", ".join(bits))
-    out.append(" · ".join(extras))
-    out.append("")
-    return "\n".join(out)
+    run = report.run
+    bits = []
+    if run.seed is not None:
+        bits.append(f"seed {md_cell(fmt_value(run.seed))}")
+    if "started" in run.extra:
+        bits.append(f"started {md_cell(run.extra['started'])}")
+    if run.duration_s is not None:
+        bits.append(f"took {fmt_duration(run.duration_s)}")
+    if bits:
+        extras.append("**Run:** " + ", ".join(bits))
+    return extras

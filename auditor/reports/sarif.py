@@ -10,11 +10,11 @@ row through shuffling and re-generation the way baselines do. Rendered from the 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from auditor.reports.html import fmt_interval, fmt_num
+from auditor.reports.view import clip, fmt_interval, fmt_num
+from auditor.result import Flag, Report, as_report
 
 __all__ = ["render_sarif", "SARIF_SCHEMA_URI", "LINE_FORMATS"]
 
@@ -33,55 +33,35 @@ def _uri(path: str) -> str:
 
 
 def _clip(s: str, n: int = MAX_MESSAGE) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
+    return clip(s, n)
 
 
-def render_sarif(result: dict) -> str:
-    """Render a result dict (schema_version 1) as a SARIF 2.1.0 log (JSON text)."""
-    tool = result.get("tool") or {}
-    ds = result.get("dataset") or {}
-    gate = result.get("gate") or {}
-    fmt = str(ds.get("format") or "")
-    path = str(ds.get("path") or "dataset")
-    lines = fmt in LINE_FORMATS
-    verdicts = {str(t.get("id")): t for t in result.get("traits") or () if isinstance(t, Mapping)}
-    detectors = {str(d.get("name")): d for d in result.get("detectors") or () if isinstance(d, Mapping)}
-    baseline = result.get("baseline") if isinstance(result.get("baseline"), Mapping) else None
+def render_sarif(result: Report | dict[str, Any]) -> str:
+    """Render a result (schema_version 1) as a SARIF 2.1.0 log (JSON text)."""
+    report = as_report(result)
+    ds, gate = report.dataset, report.gate
+    path = ds.path or "dataset"
+    lines = ds.format in LINE_FORMATS
+    verdicts = {t.id: t for t in report.traits}
+    detectors = {d.name: d for d in report.detectors}
 
     rules: dict[str, dict] = {}
     results = []
-    for f in result.get("flags") or ():
-        if not isinstance(f, Mapping):
-            continue
-        detector = str(f.get("detector") or "?")
-        trait = f.get("trait")
-        rule_id = f"{detector}/{trait}" if trait is not None else detector
-        verdict = verdicts.get(str(trait), {}).get("verdict") if trait is not None else None
+    for f in report.flags:
+        rule_id = f"{f.detector}/{f.trait}" if f.trait is not None else f.detector
+        trait = verdicts.get(f.trait) if f.trait is not None else None
+        verdict = trait.verdict.value if trait else None
         level = _LEVEL.get(verdict, "note")
         if rule_id not in rules:
-            det = detectors.get(detector, {})
-            what = f"rows that {detector} flags for {trait}" if trait is not None else f"rows that {detector} flags (no trait)"
-            rules[rule_id] = {
-                "id": rule_id,
-                "name": rule_id.replace("/", "-").replace(":", "-"),
-                "shortDescription": {"text": _clip(what, 200)},
-                "fullDescription": {"text": _clip(str(det.get("description") or what))},
-                "defaultConfiguration": {"level": level},
-                "properties": {"detector": detector, "trait": trait, "traitVerdict": verdict,
-                               "seesHiddenTransfer": bool(det.get("sees_hidden_transfer"))},
-            }
-        row = f.get("row")
-        score = f.get("score")
-        text = f"row {row}: {f.get('reason') or 'flagged'}"
-        if trait is not None:
-            t = verdicts.get(str(trait), {})
-            text += f" (trait {trait}: {verdict or '?'}, score {fmt_num(t.get('score'))} {fmt_interval(t.get('interval'))})"
+            rules[rule_id] = _rule(rule_id, f, detectors.get(f.detector), verdict, level)
+        text = f"row {f.row}: {f.reason or 'flagged'}"
+        if f.trait is not None:
+            text += f" (trait {f.trait}: {verdict or '?'}, score {fmt_num(trait.score if trait else None)} {fmt_interval(trait.interval if trait else None)})"
         physical: dict[str, Any] = {"artifactLocation": {"uri": _uri(path), "index": 0}}
-        if lines and isinstance(row, int) and row >= 1:
-            region: dict[str, Any] = {"startLine": row}
-            excerpt = f.get("excerpt")
-            if isinstance(excerpt, str) and excerpt:
-                region["snippet"] = {"text": _clip(excerpt, MAX_SNIPPET)}
+        if lines and f.row >= 1:
+            region: dict[str, Any] = {"startLine": f.row}
+            if f.excerpt:
+                region["snippet"] = {"text": _clip(f.excerpt, MAX_SNIPPET)}
             physical["region"] = region
         entry: dict[str, Any] = {
             "ruleId": rule_id,
@@ -90,45 +70,53 @@ def render_sarif(result: dict) -> str:
             "kind": "fail",
             "message": {"text": _clip(text)},
             "locations": [{"physicalLocation": physical}],
-            "partialFingerprints": {"rowDigest/v1": str(f.get("digest") or "")},
-            "properties": {"row": row, "digest": f.get("digest"), "detector": detector, "trait": trait,
-                           "score": score if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
-                           "matches": [m for m in f.get("matches") or () if isinstance(m, str)][:64],
-                           "field": f.get("field")},
+            "partialFingerprints": {"rowDigest/v1": f.digest},
+            "properties": {"row": f.row, "digest": f.digest, "detector": f.detector, "trait": f.trait, "score": f.score,
+                           "matches": list(f.matches[:64]), "field": f.field},
         }
-        if f.get("accepted"):
-            entry["suppressions"] = [{"kind": "external", "status": "accepted",
-                                      "justification": f"accepted in baseline {baseline.get('path') if baseline else '?'} (keyed by row digest)"}]
+        if f.accepted:
+            where = report.baseline.path if report.baseline else "?"
+            entry["suppressions"] = [{"kind": "external", "status": "accepted", "justification": f"accepted in baseline {where} (keyed by row digest)"}]
         results.append(entry)
 
     artifact: dict[str, Any] = {"location": {"uri": _uri(path)}, "roles": ["analysisTarget"]}
-    if isinstance(ds.get("sha256"), str):
-        artifact["hashes"] = {"sha-256": ds["sha256"]}
-    broken = [str(d.get("name")) for d in detectors.values() if d.get("status") == "failed"]
+    if ds.sha256:
+        artifact["hashes"] = {"sha-256": ds.sha256}
+    broken = [d for d in report.detectors if d.status == "failed"]
     run: dict[str, Any] = {
-        "tool": {"driver": {"name": str(tool.get("name") or "trait-audit"), "version": str(tool.get("version") or "0"),
-                            "rules": list(rules.values())}},
+        "tool": {"driver": {"name": report.tool.name, "version": report.tool.version, "rules": list(rules.values())}},
         "invocations": [{"executionSuccessful": not broken,
                          "toolExecutionNotifications": [
-                             {"level": "error", "message": {"text": _clip(f"detector {name} failed: {detectors[name].get('reason') or ''}")}}
-                             for name in broken]}],
+                             {"level": "error", "message": {"text": _clip(f"detector {d.name} failed: {d.reason or ''}")}} for d in broken]}],
         "artifacts": [artifact],
         "columnKind": "unicodeCodePoints",
         "results": results,
         "properties": {
-            "dataset": {"path": path, "format": fmt, "rows": ds.get("rows"), "sha256": ds.get("sha256"),
-                        "rowIsLine": lines},
-            "gate": {"failOn": gate.get("fail_on"), "failed": bool(gate.get("failed")),
-                     "failingTraits": list(gate.get("failing_traits") or [])},
-            "flagsTotal": result.get("flags_total", len(results)),
-            "flagsTruncated": bool(result.get("flags_truncated")),
+            "dataset": {"path": path, "format": ds.format, "rows": ds.rows, "sha256": ds.sha256, "rowIsLine": lines},
+            "gate": {"failOn": gate.fail_on, "failed": gate.failed, "failingTraits": list(gate.failing_traits)},
+            "flagsTotal": report.flags_total if report.flags_total is not None else len(results),
+            "flagsTruncated": report.flags_truncated,
         },
     }
-    started = _utc(result.get("created"))
+    started = _utc(report.created)
     if started is not None:
         run["invocations"][0]["startTimeUtc"] = started
     log = {"$schema": SARIF_SCHEMA_URI, "version": "2.1.0", "runs": [run]}
     return json.dumps(log, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _rule(rule_id: str, f: Flag, det, verdict: str | None, level: str) -> dict:
+    """One rule per detector and trait: what it flags, and whether that detector can see hidden transfer."""
+    what = f"rows that {f.detector} flags for {f.trait}" if f.trait is not None else f"rows that {f.detector} flags (no trait)"
+    return {
+        "id": rule_id,
+        "name": rule_id.replace("/", "-").replace(":", "-"),
+        "shortDescription": {"text": _clip(what, 200)},
+        "fullDescription": {"text": _clip(det.description if det and det.description else what)},
+        "defaultConfiguration": {"level": level},
+        "properties": {"detector": f.detector, "trait": f.trait, "traitVerdict": verdict,
+                       "seesHiddenTransfer": bool(det and det.sees_hidden_transfer)},
+    }
 
 
 def _utc(created: Any) -> str | None:
