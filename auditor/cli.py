@@ -14,8 +14,8 @@ from rich.table import Table
 from auditor import __version__
 from auditor.cli_settings import RunCommand, _detector_settings, _secret_values
 from auditor.cli_settings import fail as _fail
-from auditor.dataset.source import DEFAULT_MAX_INPUT_GIB
 from auditor.errors import AuditError
+from auditor.limits import DEFAULT_MAX_INPUT_GIB
 from auditor.risk import FAIL_ON
 
 MAIN = "run"

@@ -175,11 +175,14 @@ def _first_line(args: list[str], env: dict) -> dict:
 
 @pytest.mark.slow
 def test_first_line_comes_before_the_heavy_imports(tiny_cache, tmp_path):
-    """The first progress line is written before torch, transformers or polars load (they take seconds on a cold start)."""
+    """The first progress line is written before torch and transformers load (seconds on a cold start); for generate,
+    before polars too."""
     import os
 
     env = {**os.environ, "TRAIT_AUDIT_CACHE": str(tiny_cache), "TRAIT_AUDIT_TINY_PROFILE": "test", "PYTHONPATH": str(ROOT)}
     generate = _first_line(["generate", "--model", "tiny:owl", "--n", "4", "--out", str(tmp_path / "owl.jsonl")], env)
     assert generate == {"line": "loading tiny:owl", "loaded": []}
     audit = _first_line([str(tmp_path / "owl.jsonl"), "--teacher", "tiny:owl", "--detectors", "lexical", "--out", str(tmp_path / "r")], env)
-    assert audit["line"].endswith(f"auditing {tmp_path / 'owl.jsonl'}") and audit["loaded"] == []
+    assert audit["line"].endswith(f"auditing {tmp_path / 'owl.jsonl'}")
+    # the audit command parses detector alias flags, so the registry (and polars, ~0.3 s) loads first; torch does not
+    assert "torch" not in audit["loaded"] and "transformers" not in audit["loaded"]

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from auditor.errors import InputError
+from auditor.limits import DEFAULT_MAX_INPUT_GIB  # noqa: F401  (re-exported; defined where the CLI imports it without polars)
 
 CHUNK = 2**22
-DEFAULT_MAX_INPUT_GIB = 32.0  # decompressed bytes read from one input; --max-input-gib
 _PROC_FD = Path("/proc/self/fd")
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
