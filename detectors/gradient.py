@@ -109,8 +109,10 @@ class GradientDetector(Detector):
     def _run(self, ctx: AuditContext, traits: list, data: pl.DataFrame, ref: pl.DataFrame, source: str, scope: str) -> DetectorResult:
         params, subsets = self.params, self.settings.subsets
         with step("gradient: loss gradients of the data and reference rows", total=data.height + ref.height, unit="rows") as shown:
-            data_grads = self._subset_grads(data, ctx.seed, shown)
-            ref_grads = self._subset_grads(ref, ctx.seed + 1, shown)
+            data_grads = self._subset_grads(data, ctx.seed)
+            shown.advance(data.height)
+            ref_grads = self._subset_grads(ref, ctx.seed + 1)
+            shown.advance(ref.height)
         result = DetectorResult(metrics={"parameters": scope, "parameter_count": int(sum(p.numel() for _, p in params)),
                                          "rows_per_side": int(min(data.height, ref.height)), "subsets": subsets, "reference": source, "traits": {}})
         rng = np.random.default_rng(ctx.seed)
@@ -136,7 +138,7 @@ class GradientDetector(Detector):
         for _, p in self.model.weights()[0].named_parameters():
             p.grad = None
 
-    def _subset_grads(self, frame: pl.DataFrame, seed: int, shown) -> list:
+    def _subset_grads(self, frame: pl.DataFrame, seed: int) -> list:
         """One loss gradient per row subset: mean token loss of the completions given their prompts. Each subset runs in
         token-budget batches of length-sorted rows, one backward per batch."""
         order = np.random.default_rng(seed).permutation(frame.height)
@@ -149,7 +151,6 @@ class GradientDetector(Detector):
             for _, logprobs in scorer.iter_with_grad([pairs[i] for i in subset], self.settings.batch_tokens or None):
                 loss = -sum(lp.mean() for lp in logprobs) / len(subset)
                 loss.backward()
-                shown.advance(len(logprobs))
             grads.append(self._flat().clone())
         self._zero()
         return grads
