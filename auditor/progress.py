@@ -81,7 +81,7 @@ class Step:
         if self.total:
             counted = f"{self.done:,}/{self.total:,}" + (f" {self.unit}" if self.unit else "")
             rate = self.done / spent if spent > 0 else 0.0
-            counted += f", {rate:.3g} {self.unit or 'items'}/s" if self.done else ""
+            counted += f", {_rate(rate)} {self.unit or 'items'}/s" if self.done else ""
             if self.done and rate > 0 and self.done < self.total:
                 counted += f", ~{duration((self.total - self.done) / rate)} left"
             parts.append(counted)
@@ -107,6 +107,11 @@ def status_line(active: list[Step]) -> str:
     if detailed is None:
         parts[-1] = active[-1].status()
     return " > ".join(parts)
+
+
+def _rate(per_second: float) -> str:
+    """0.0326, 4.27, 91.1, 4,330."""
+    return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.3g}"
 
 
 def duration(seconds: float) -> str:
