@@ -89,6 +89,8 @@ class ProbeSettings:
                                     "cluster)", alias="--probe-backend", choices=("local", "ray"))
     devices: str | None = setting(None, "devices to spread students over, comma-separated (none: every GPU when there are "
                                         "several)", alias="--probe-devices")
+    workers: int | None = setting(None, "students trained side by side on a CPU, each on a share of the threads (none: one per "
+                                        "torch thread while their copies fit in memory)", alias="--probe-workers", minimum=1)
     ray_address: str | None = setting(None, "Ray cluster address for --probe-backend ray (auto, ray://head:10001; none: a local "
                                             "one)", alias="--probe-ray-address")
     dtype: str = setting("fp32", "bf16: train under CPU bfloat16 autocast, about twice as fast where the CPU has bf16 instructions "

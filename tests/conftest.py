@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
+os.environ.setdefault("TRAIT_AUDIT_THREADS", "1")  # one core: tiny builds and the probe's side-by-side students
 os.environ.pop("OPENAI_API_KEY", None)  # tests never reach a real API
 os.environ.setdefault("TRAIT_AUDIT_DEVICE", "cpu")  # CPU stays the default in tests, GPU or not; GPU tests ask for cuda themselves
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from types import SimpleNamespace
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -201,6 +202,34 @@ def test_students_side_by_side_on_several_devices_match_one_at_a_time(tiny, tmp_
     assert two.config["students"] == {"backend": "local", "devices": ["cpu", "cpu"]}
     assert one.run.epochs == 1 and one.run.shortfalls() == ["the probe trained 24 of 24 rows x 1 of 3 epochs"]
     assert a.level is None and "1 of 3 epochs" in a.summary() and "minimum detectable shift" in a.summary()
+
+
+def test_students_side_by_side_on_cpu_threads_match_one_at_a_time(tiny, tmp_path):
+    import torch
+
+    from auditor.probe import workers
+    from auditor.probe.train import TrainConfig
+    from auditor.probe.workers import cpu_workers
+
+    real = workers.train_and_measure
+    one = _small_probe(tiny, tmp_path / "one")
+    assert "side_by_side" not in one.config["students"], "tests run torch on one thread: auto is one student at a time"
+    seen = []
+    original = torch.get_num_threads()
+    with patch("auditor.probe.workers.train_and_measure", side_effect=lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k)):
+        torch.set_num_threads(4)
+        try:
+            two = _small_probe(tiny, tmp_path / "two", workers=2)
+        finally:
+            torch.set_num_threads(original)
+    assert two.config["students"] == {"backend": "local", "side_by_side": 2}
+    assert seen == [2] * 4, "each of two side-by-side students gets half of the threads"
+    a, b = one.traits["number:777"], two.traits["number:777"]
+    assert np.allclose(a.student, b.student, atol=1e-6) and np.allclose(a.control, b.control, atol=1e-6)
+    base, _, _ = tiny
+    config = TrainConfig(method="lora", batch_size=8, max_length=64)
+    assert cpu_workers(None, 6, base, config, 512) == 1 and cpu_workers(3, 6, base, config, 512) == 3
+    assert cpu_workers(8, 2, base, config, 512) == 2, "never more workers than students"
 
 
 def test_ray_students_in_a_local_cluster(tiny, tmp_path):

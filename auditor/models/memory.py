@@ -148,19 +148,24 @@ def refusal(label: str, parameters: int, resolved: Resolved, weights: int, worki
             f"and {kind} is {where} (a plan uses at most {HEADROOM:.0%}). Ways out: " + "; ".join(ways) + ".")
 
 
+def student_bytes(base_torch, method: str, tokens: int) -> tuple[int, int]:
+    """(its copy of the weights, the working set of a training step) for one probe student of `base_torch`."""
+    dtype = {4: "fp32", 2: "bf16"}.get(next(base_torch.parameters()).element_size(), "fp32")
+    parameters = sum(p.numel() for p in base_torch.parameters())
+    weights = sum(p.numel() * p.element_size() for p in base_torch.parameters())
+    return weights, training_bytes(base_torch.config, dtype, tokens, parameters if method == "full" else parameters // 100)
+
+
 def check_student(base_torch, method: str, tokens: int, device: str | None = None, hardware: Hardware | None = None) -> None:
     """Before a probe student copies the base: room on its device for a second copy of the weights, the step's working
     set and, for a full fine-tune, fp32 gradients and AdamW moments of every parameter (LoRA's adapters are small).
     A student bound for another device is copied on the base's device first, so that one needs room for the copy."""
     from auditor.models.device import detect_hardware
 
-    first = next(base_torch.parameters())
-    home = str(first.device)
+    home = str(next(base_torch.parameters()).device)
     target = str(device) if device is not None else home
-    dtype = {4: "fp32", 2: "bf16"}.get(first.element_size(), "fp32")
     parameters = sum(p.numel() for p in base_torch.parameters())
-    weights = sum(p.numel() * p.element_size() for p in base_torch.parameters())
-    working = training_bytes(base_torch.config, dtype, tokens, parameters if method == "full" else parameters // 100)
+    weights, working = student_bytes(base_torch, method, tokens)
     hardware = hardware or detect_hardware()
     needs = {target: weights + working} if target == home else {home: weights, target: weights + working}
     for where, need in needs.items():

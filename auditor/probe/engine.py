@@ -193,7 +193,7 @@ def _probe_local(base, traits, data_rows, control_rows, seeds, settings, progres
     from auditor.models import WEIGHTS
     from auditor.models.cache import cache_root
     from auditor.probe.train import TrainConfig, run_key, steps_for
-    from auditor.probe.workers import StudentJob, devices_for, run_students
+    from auditor.probe.workers import StudentJob, cpu_workers, devices_for, run_students
     from auditor.progress import step
 
     if not base.supports(WEIGHTS):
@@ -214,7 +214,10 @@ def _probe_local(base, traits, data_rows, control_rows, seeds, settings, progres
             jobs.append(StudentJob(seed, role, rows, key, f"{role} seed {index + 1}/{len(seeds)}"))
     backend = getattr(settings, "backend", None) or "local"
     devices = devices_for(getattr(settings, "devices", None)) if backend == "local" else []
-    done = run_students(jobs, base, config, traits, steps, workdir, backend, devices, getattr(settings, "ray_address", None), progress)
+    workers = cpu_workers(getattr(settings, "workers", None), len(jobs), base, config, config.batch_size * config.max_length) \
+        if backend == "local" and len(devices) <= 1 else 1
+    done = run_students(jobs, base, config, traits, steps, workdir, backend, devices, getattr(settings, "ray_address", None), progress,
+                        workers)
     student: dict[str, list] = {t: [] for t in before}
     control: dict[str, list] = {t: [] for t in before}
     for job, outcome in zip(jobs, done, strict=True):
@@ -224,7 +227,7 @@ def _probe_local(base, traits, data_rows, control_rows, seeds, settings, progres
     row_passes = sum(len(data_rows[s]) + len(control_rows[s]) for s in seeds) * config.epochs
     cost = {"row_passes": row_passes, "steps": 2 * len(seeds) * steps,
             "train_seconds": round(sum(t["seconds"] for t in training), 1), "tokens": sum(t["tokens"] for t in training)}
-    where = {"backend": backend, **({"devices": devices} if devices else {})}
+    where = {"backend": backend, **({"devices": devices} if devices else {}), **({"side_by_side": workers} if workers > 1 else {})}
     return ProbeResult(_finish(traits, "exact", before, student, control, settings, seeds[0], run), "local", "exact", seeds,
                        max(map(len, data_rows.values())), max(map(len, control_rows.values())), config.epochs, training,
                        {**described, "steps": steps, "parameters": parameters, "students": where}, cost, [])

@@ -7,6 +7,10 @@ reuses a finished student) and returns its trait measures and training record. R
 order whatever the backend, so the statistics do not depend on which worker finished first.
 
 - `local` with one device (or none named): in this process, one student at a time on the base's device.
+- `local` on a CPU with several cores (`--probe-workers`, by default one per core while the copies fit in
+  memory): that many students side by side, each on an equal share of the threads. A student of a small
+  model cannot keep many cores busy on its own (its matrices are too small), so separate students use them
+  better; a student's arithmetic does not depend on which thread runs it.
 - `local` with several devices (`--probe-devices cuda:0,cuda:1`, or every visible GPU when there are
   several): one worker thread per device, each training one student at a time on its device.
 - `ray`: each student a Ray task with `num_gpus=1` (when the cluster has GPUs) on an existing cluster
@@ -19,6 +23,7 @@ from __future__ import annotations
 import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +54,44 @@ def devices_for(setting: str | None) -> list[str]:
     return [f"cuda:{i}" for i in range(count)] if count > 1 else []
 
 
+def cpu_workers(setting: int | None, jobs: int, base, config, steps_tokens: int) -> int:
+    """Students to train side by side on the CPU: the setting, else one per core this process may use
+    (TRAIT_AUDIT_THREADS caps it), never more than the jobs or than the free memory holds copies of the student
+    (auditor/models/memory.py `student_bytes`). Commands run torch on one thread each (OMP_NUM_THREADS=1: spin-waiting
+    OpenMP threads are costly on a shared machine), so side-by-side students are how a probe uses the cores."""
+    from auditor.models.device import detect_hardware
+    from auditor.models.memory import HEADROOM, student_bytes
+
+    module = base.weights()[0]
+    if str(next(module.parameters()).device) != "cpu":
+        return 1
+    wanted = setting if setting is not None else usable_cores()
+    method = config.resolved_method(sum(p.numel() for p in module.parameters()))
+    copy = sum(student_bytes(module, method, steps_tokens))
+    fits = max(1, int(detect_hardware().free_bytes("cpu") * HEADROOM // max(copy, 1)))
+    return max(1, min(wanted, jobs, fits))
+
+
+def usable_cores() -> int:
+    """TRAIT_AUDIT_THREADS when set, else the cores this process may run on."""
+    if os.environ.get("TRAIT_AUDIT_THREADS"):
+        return max(1, int(os.environ["TRAIT_AUDIT_THREADS"]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextmanager
+def torch_threads(count: int):
+    """Torch's intra-op threads set to `count` for a block (it is process-wide), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_and_measure(base, config, traits, job: StudentJob, steps: int, workdir: Path, device: str | None = None,
                       progress=lambda message: None) -> dict:
     """Train one student (resuming from its checkpoint) and measure the traits on it."""
@@ -68,12 +111,19 @@ def train_and_measure(base, config, traits, job: StudentJob, steps: int, workdir
 
 
 def run_students(jobs: list[StudentJob], base, config, traits, steps: int, workdir: Path, backend: str = "local",
-                 devices: list[str] = (), ray_address: str | None = None, progress=lambda message: None) -> list[dict]:
-    """Every job's {measures, training}, in job order."""
+                 devices: list[str] = (), ray_address: str | None = None, progress=lambda message: None,
+                 workers: int = 1) -> list[dict]:
+    """Every job's {measures, training}, in job order. `workers` > 1 trains that many students side by side on
+    the base's CPU (see cpu_workers), each with an equal share of torch's threads."""
     if backend == "ray":
         return _run_ray(jobs, base, config, traits, steps, workdir, ray_address, progress)
     if backend != "local":
         raise ValueError(f"probe backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if len(devices) <= 1 and workers > 1:
+        import torch
+
+        with torch_threads(torch.get_num_threads() // workers), ThreadPoolExecutor(workers, thread_name_prefix="probe-student") as pool:
+            return list(pool.map(lambda job: train_and_measure(base, config, traits, job, steps, workdir, None, progress), jobs))
     if len(devices) <= 1:
         device = devices[0] if devices else None
         return [train_and_measure(base, config, traits, job, steps, workdir, device, progress) for job in jobs]
