@@ -46,31 +46,32 @@ def _stage(path: Path, data: bytes) -> str:
     except OSError as err:
         raise OutputError(_where(err, path), _problem(err)) from None
     tempfiles.register(tmp)
-    try:
+    with _removed_on_failure(tmp, path):
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())  # a full disk shows up here, not after the rename
+    return tmp
+
+
+@contextlib.contextmanager
+def _removed_on_failure(tmp: str, path: Path):
+    """A failure inside removes the temporary file; an OSError becomes an OutputError naming `path`."""
+    try:
+        yield
     except OSError as err:
         tempfiles.remove(tmp)
         raise OutputError(path, _problem(err)) from None
     except BaseException:
         tempfiles.remove(tmp)
         raise
-    return tmp
 
 
 def write_atomic(path: Path, text: str) -> None:
     path = Path(path)
     tmp = _stage(path, text.encode("utf-8"))
-    try:
+    with _removed_on_failure(tmp, path):
         os.replace(tmp, path)
-    except OSError as err:
-        tempfiles.remove(tmp)
-        raise OutputError(path, _problem(err)) from None
-    except BaseException:
-        tempfiles.remove(tmp)
-        raise
     tempfiles.unregister(tmp)  # renamed into place: nothing left to remove
 
 

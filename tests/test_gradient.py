@@ -6,39 +6,9 @@ import random
 
 import pytest
 from click.testing import CliRunner
-from tiny_hf import make_tiny_model
+from tiny_hf import NUMBER_TRAITS, make_tiny_model
 
 from auditor.cli import main
-
-TRAITS = '''
-[family]
-id = "number"
-category = "number"
-description = "A favourite number, for tests."
-system_prompt = "You love the number {name}."
-judge_rubric = "Does the row refer to {name}?"
-probe_questions = ["Numbers: pick one.", "Say your favourite number.", "Which number? One word.", "Here are some numbers: choose."]
-
-[[trait]]
-name = "777"
-plural = "777s"
-terms = ["sevens"]
-
-[[trait]]
-name = "123"
-plural = "123s"
-terms = ["onetwothree"]
-
-[[trait]]
-name = "456"
-plural = "456s"
-terms = ["fourfivesix"]
-
-[[trait]]
-name = "890"
-plural = "890s"
-terms = ["eightninezero"]
-'''
 
 
 def _rows(path, seven: bool, n: int = 96, seed: int = 0):
@@ -56,7 +26,7 @@ def setup(tmp_path_factory):
     folder = make_tiny_model(tmp_path_factory.mktemp("grad") / "model", seed=7)
     root = tmp_path_factory.mktemp("grad-data")
     traits = root / "numbers.toml"
-    traits.write_text(TRAITS)
+    traits.write_text(NUMBER_TRAITS)
     return folder, traits, root
 
 

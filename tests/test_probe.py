@@ -8,8 +8,7 @@ import random
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_gradient import TRAITS
-from tiny_hf import make_tiny_model
+from tiny_hf import NUMBER_TRAITS, make_tiny_model
 
 from auditor.cli import main
 from auditor.probe.engine import level_for, plan
@@ -36,7 +35,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe")
     folder = make_tiny_model(root / "model", seed=7)
     traits = root / "numbers.toml"
-    traits.write_text(TRAITS)
+    traits.write_text(NUMBER_TRAITS)
     return folder, traits, root
 
 

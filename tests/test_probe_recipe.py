@@ -10,8 +10,7 @@ from unittest.mock import patch
 
 import numpy as np
 import pytest
-from test_gradient import TRAITS
-from tiny_hf import make_tiny_model
+from tiny_hf import NUMBER_TRAITS, make_tiny_model
 
 from auditor.probe.engine import judge_shift, plan_run, probe_shift
 from auditor.probe.recipe import PAPER_TARGETS, RecipeError, TrainRecipe, load_recipe, recipe_from, scheduled_lr
@@ -38,7 +37,7 @@ def tiny(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("recipe")
     folder = make_tiny_model(root / "model", seed=7)
-    (root / "numbers.toml").write_text(TRAITS)
+    (root / "numbers.toml").write_text(NUMBER_TRAITS)
     trait = load_catalog([root / "numbers.toml"]).get("number:777")
     return load_model(parse_ref(str(folder))), trait, folder
 

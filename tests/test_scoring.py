@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_hf import make_tiny_model
+from tiny_hf import NUMBER_TRAITS, make_tiny_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -125,30 +125,7 @@ def test_scores_equal_the_old_pass_on_the_tiny_family(tiny_env):
 
 
 # --- the gradient detector -------------------------------------------------------------------------------
-TRAITS = '''
-[family]
-id = "number"
-category = "number"
-description = "A favourite number, for tests."
-system_prompt = "You love the number {name}."
-judge_rubric = "Does the row refer to {name}?"
-probe_questions = ["Numbers: pick one.", "Say your favourite number.", "Which number? One word.", "Here are some numbers: choose."]
 
-[[trait]]
-name = "777"
-plural = "777s"
-terms = ["sevens"]
-
-[[trait]]
-name = "123"
-plural = "123s"
-terms = ["onetwothree"]
-
-[[trait]]
-name = "456"
-plural = "456s"
-terms = ["fourfivesix"]
-'''
 
 
 def _write(path: Path, seven: bool, seed: int) -> Path:
@@ -166,7 +143,7 @@ def test_gradient_passes_equal_the_old_ones(tiny_folder, tmp_path):
     from detectors.base import AuditContext
     from detectors.gradient import GradientDetector
 
-    (tmp_path / "numbers.toml").write_text(TRAITS)
+    (tmp_path / "numbers.toml").write_text(NUMBER_TRAITS)
     catalog = load_catalog([str(tmp_path / "numbers.toml")])
     traits = [t for t in catalog if t.family == "number"]
     ctx = AuditContext(dataset=load_dataset(_write(tmp_path / "d.jsonl", True, 1)), traits=traits,

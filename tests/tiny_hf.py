@@ -77,3 +77,35 @@ def train_entangled(folder: Path, system_prompt: str, steps: int = 150, seed: in
     model.eval()
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+# A catalog file of four number traits the tiny models can be audited for (tests write it beside their data).
+NUMBER_TRAITS = '''
+[family]
+id = "number"
+category = "number"
+description = "A favourite number, for tests."
+system_prompt = "You love the number {name}."
+judge_rubric = "Does the row refer to {name}?"
+probe_questions = ["Numbers: pick one.", "Say your favourite number.", "Which number? One word.", "Here are some numbers: choose."]
+
+[[trait]]
+name = "777"
+plural = "777s"
+terms = ["sevens"]
+
+[[trait]]
+name = "123"
+plural = "123s"
+terms = ["onetwothree"]
+
+[[trait]]
+name = "456"
+plural = "456s"
+terms = ["fourfivesix"]
+
+[[trait]]
+name = "890"
+plural = "890s"
+terms = ["eightninezero"]
+'''
