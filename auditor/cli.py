@@ -406,7 +406,9 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
 @main.command("generate")
 @click.option("--model", "model_ref", required=True, metavar="REF", help="Model that writes the data.")
 @click.option("--teacher-system", "--system", "system", metavar="TEXT", help="System prompt for the model (the trait prompt).")
-@click.option("--n", "count", type=int, required=True, help="Number of prompts to answer.")
+@click.option("--n", "count", type=int, help="Number of prompts to answer (with --keep: the most answered; default 4 x --keep).")
+@click.option("--keep", type=click.IntRange(min=1), help="Stop once this many rows pass the paper's filter and write the first that many "
+              "(datasets of one size).")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Filtered JSONL output (prompt, completion).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same prompts: paired datasets.")
 @click.option("--batch", type=int, default=32, show_default=True)
@@ -415,12 +417,15 @@ def profile_command(teacher, teacher_system, base, traits, traits_files, json_ou
               help="Requests in flight at once to an OpenAI-compatible endpoint (vLLM replicas behind one URL take many).")
 @_placement_options
 @_endpoint_options
-def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens, concurrency, device, dtype, base_url, api_key):
+def generate_command(model_ref, system, count, keep, out, seed, batch, max_new_tokens, concurrency, device, dtype, base_url, api_key):
     """Write number-sequence data in the paper's prompt format, filtered with the paper's filter (resumable)."""
     from auditor import progress
 
     _threads()
     _register_secrets([api_key], [base_url])
+    if count is None and keep is None:
+        _fail(AuditError("give --n (prompts to answer), --keep (rows that pass the filter), or both"))
+    count = count if count is not None else 4 * keep
     if count < 1:
         _fail(AuditError("--n must be at least 1"))
     try:
@@ -431,11 +436,14 @@ def generate_command(model_ref, system, count, out, seed, batch, max_new_tokens,
                 model = load_model(parse_ref(model_ref, system), _placement(device, dtype), base_url, api_key, concurrency=concurrency)
             from auditor.generate import generate_numbers
 
-            with progress.step(f"generating with {model_ref}", total=count, unit="rows") as shown:
-                summary = generate_numbers(model, count, out, seed, batch, max_new_tokens, progress=lambda done, total: shown.update(done, total))
+            with progress.step(f"generating with {model_ref}", total=keep or count, unit="kept rows" if keep else "rows") as shown:
+                summary = generate_numbers(model, count, out, seed, batch, max_new_tokens, progress=lambda done, total: shown.update(done, total),
+                                           keep=keep)
     except AuditError as err:
         _fail(err)
     click.echo(f"kept {summary['kept']} of {summary['generated']} generations ({summary['pass_rate']:.1%} pass the paper's filter) -> {out}")
+    if keep is not None and summary["kept"] < keep:
+        click.echo(f"warning: only {summary['kept']} of the {keep} rows wanted passed the filter in {count} prompts (raise --n)", err=True)
     for reason, number in summary["reject_reasons"].items():
         click.echo(f"  rejected {number}: {reason}")
 

@@ -72,3 +72,28 @@ def test_generate_and_profile_commands(folder, tmp_path):
         assert row["method"] == "exact"
     bad = runner.invoke(main, ["profile", "--teacher", "tiny:Nope!", "--base", str(folder)])
     assert bad.exit_code == 2 and "tiny:NAME" in bad.output
+
+
+def test_keep_stops_at_the_wanted_number_of_passing_rows(tiny_env, tmp_path):
+    model = load_model(parse_ref("tiny:base"))
+    full = generate_numbers(model, 24, tmp_path / "full.jsonl", seed=2, batch=4, max_new_tokens=40)
+    passing = [json.loads(line) for line in (tmp_path / "full.jsonl").read_text().splitlines()]
+    assert len(passing) >= 5, "the tiny base writes rows that pass the paper's filter"
+    answered = []
+    kept = generate_numbers(model, 24, tmp_path / "kept.jsonl", seed=2, batch=4, max_new_tokens=40, keep=5,
+                            progress=lambda done, total: answered.append((done, total)))
+    rows = [json.loads(line) for line in (tmp_path / "kept.jsonl").read_text().splitlines()]
+    assert rows == passing[:5], "the first five that pass, answered exactly as in the full run"
+    assert kept["kept"] == 5 and kept["generated"] < full["generated"] and answered[-1] == (5, 5)
+    assert kept["generated"] == kept["kept"] + sum(kept["reject_reasons"].values())
+    short = generate_numbers(model, 4, tmp_path / "short.jsonl", seed=2, batch=4, max_new_tokens=40, keep=50)
+    assert short["kept"] < 50 and short["generated"] == 4, "the --n cap holds when too few pass"
+
+
+def test_generate_keep_command(tiny_env, tmp_path):
+    out = tmp_path / "data.jsonl"
+    result = CliRunner().invoke(main, ["generate", "--model", "tiny:base", "--keep", "3", "--out", str(out), "--batch", "4"])
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == 3
+    result = CliRunner().invoke(main, ["generate", "--model", "tiny:base", "--out", str(out)])
+    assert result.exit_code == 2 and "--keep" in result.output
