@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from auditor.models.identity import load_stored, store, stored_path, weights_identity
 from auditor.numbers import interval, one_sided_p, signed
 from auditor.progress import step, track
 from detectors.base import (
@@ -35,6 +36,8 @@ from detectors.likelihood import _levels
 from detectors.settings import setting
 
 ALL_PARAMETERS_BELOW = 20_000_000  # params=auto: every parameter for models smaller than this, else the last layers
+STORED_GRADIENT_BYTES = 64 * 2**20  # trait-objective gradients up to this size are kept on disk per base and trait
+GRADIENT_METHOD = "trait-gradient-v1"  # bump when anything that changes a trait-objective gradient changes
 
 
 @dataclass
@@ -161,7 +164,7 @@ class GradientDetector(Detector):
 
         Traits of one family share their questions and options, so one forward pass serves all of them (one backward
         each). A gradient depends on the base and the trait only, so it is kept with the loaded weights for later audits
-        in the process.
+        in the process, and on disk for later audits of the same base (up to STORED_GRADIENT_BYTES each).
         """
         memo = self.model.weights()[0].__dict__.setdefault("_trait_audit_trait_gradients", {})  # on the shared torch module
         scope = tuple(n for n, _ in self.params)
@@ -169,6 +172,11 @@ class GradientDetector(Detector):
         def key(trait):
             return (trait.id, trait.probe_questions, trait.options, trait.pairs, scope)
 
+        stored = self._stored_paths(traits, scope)
+        for trait in traits:
+            found = load_stored(stored[trait.id]) if key(trait) not in memo and stored else None
+            if found is not None and found["gradient"].numel() == sum(p.numel() for _, p in self.params):
+                memo[key(trait)] = found["gradient"].to(self.params[0][1].device)
         groups: dict[tuple, list] = {}
         for trait in traits:
             if key(trait) not in memo:
@@ -183,7 +191,20 @@ class GradientDetector(Detector):
                 targets = {t.id: [first.options.index(t.name)] * len(items) for t in members}
             for trait_id, grad in self._objective_grads(items, targets).items():
                 memo[key(next(t for t in members if t.id == trait_id))] = grad
+                if stored:
+                    store(stored[trait_id], {"gradient": grad})
         return {t.id: memo[key(t)] for t in traits}
+
+    def _stored_paths(self, traits, scope: tuple) -> dict:
+        """Where each trait's gradient is kept on disk; {} when gradients are too large to keep (a 7B model's last layers)."""
+        first = self.params[0][1]
+        if sum(p.numel() for _, p in self.params) * 4 > STORED_GRADIENT_BYTES:
+            return {}
+        identity = self.model.__dict__.get("_trait_audit_identity") or weights_identity(self.model)
+        self.model.__dict__["_trait_audit_identity"] = identity
+        return {t.id: stored_path("gradient", identity, {"method": GRADIENT_METHOD, "trait": [t.id, list(t.probe_questions), list(t.options),
+                                  [[p.question, p.aligned, p.misaligned] for p in t.pairs]], "scope": scope, "dtype": str(first.dtype)})
+                for t in traits}
 
     def _objective_grads(self, items: list[tuple[str, list[str]]], targets: dict[str, list[int]]) -> dict:
         """For each target list: the gradient of mean over items of -log softmax(option scores)[target], from one forward
@@ -231,5 +252,5 @@ class GradientDetector(Detector):
                    f"(standardised difference {signed(difference / spread)}, 95% {interval((low, high), sign=True)}, {one_sided_p(test.pvalue, (low, high))}; "
                    f"{others} other traits subtracted)")
         metrics = {"alignment": float(data.mean()), "reference_alignment": float(ref.mean()), "difference": difference,
-                   "effect": difference / spread, "interval": [low, high], "p_value": float(test.pvalue)}
+                   "effect": difference / spread, "interval": [low, high], "p_value": float(test.pvalue), "other_traits": others}
         return TraitEvidence(trait_id, difference / spread, (low, high), summary, level, kind="gradient alignment"), metrics

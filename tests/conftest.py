@@ -11,6 +11,14 @@ os.environ.setdefault("TRAIT_AUDIT_THREADS", "1")  # one core: tiny builds and t
 os.environ.pop("OPENAI_API_KEY", None)  # tests never reach a real API
 os.environ.setdefault("TRAIT_AUDIT_DEVICE", "cpu")  # CPU stays the default in tests, GPU or not; GPU tests ask for cuda themselves
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# tests never read or fill the user's cache (call cache, probe students, persona vectors, gradients): one of their own
+os.environ["TRAIT_AUDIT_CACHE"] = tempfile.mkdtemp(prefix="trait-audit-tests-cache-")
+atexit.register(shutil.rmtree, os.environ["TRAIT_AUDIT_CACHE"], True)
+
 import hashlib  # noqa: E402
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402

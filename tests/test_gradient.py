@@ -48,3 +48,22 @@ def test_gradient_alignment_sees_a_constructed_trait(setup):
     assert trait["interval"][0] > 0 and trait["p_value"] < 0.01
     plain = _run(folder, traits, _rows(root / "plain.jsonl", seven=False, seed=3), control, root / "r2")
     assert plain["traits"]["number:777"]["interval"][0] <= 0
+
+
+def test_trait_gradients_are_kept_on_disk_per_base(setup, tmp_path, monkeypatch):
+    from auditor.models import load_model, parse_ref
+    from detectors.gradient import GradientDetector
+
+    folder, traits, root = setup
+    monkeypatch.setenv("TRAIT_AUDIT_CACHE", str(tmp_path / "cache"))
+    control = _rows(root / "control.jsonl", seven=False, seed=1)
+    data = _rows(root / "sevens.jsonl", seven=True, seed=2)
+    memo = load_model(parse_ref(str(folder))).weights()[0].__dict__
+    memo.pop("_trait_audit_trait_gradients", None)  # computed by the test above in this process
+    first = _run(folder, traits, data, control, tmp_path / "first")
+    stored = list((tmp_path / "cache" / "gradient").glob("*/*.safetensors"))
+    assert len(stored) == 1 + first["traits"]["number:777"]["other_traits"], "one file per trait: the focus trait and its siblings"
+    memo.pop("_trait_audit_trait_gradients", None)  # a new process, as far as gradients go
+    monkeypatch.setattr(GradientDetector, "_objective_grads", lambda *a, **k: pytest.fail("recomputed a stored gradient"))
+    again = _run(folder, traits, data, control, tmp_path / "again")
+    assert again["traits"]["number:777"] == first["traits"]["number:777"]
