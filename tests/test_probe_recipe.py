@@ -245,3 +245,19 @@ def test_ray_students_in_a_local_cluster(tiny, tmp_path):
     assert np.allclose(a.student, b.student, atol=1e-5) and np.allclose(a.control, b.control, atol=1e-5)
     # checkpoints on the shared folder: a rerun resumes every finished student instead of training again
     assert len(list((tmp_path / "ray" / "ckpt").glob("*/final.safetensors"))) == 4
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_completion_loss_is_the_models_own_loss(tiny, method):
+    from auditor.probe.train import Student, TrainConfig, _batch, _encode_rows
+
+    base, _, _ = tiny
+    student = Student(base, TrainConfig(method=method, batch_size=4, max_length=64), seed=0)
+    rows = _rows(True, 6, 3)
+    encoded = _encode_rows(base, rows, 64)
+    input_ids, mask, labels = _batch(encoded, list(range(6)), student.tokenizer.pad_token_id)
+    own = student.module(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+    fast = student.completion_loss(input_ids, mask, labels)
+    assert abs(float(fast) - float(own)) < 1e-5
+    fast.backward()
+    assert all(p.grad is not None for p in student.trainable.values()), "every trained parameter gets a gradient"

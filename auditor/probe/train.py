@@ -283,7 +283,7 @@ class Student:
             step_loss = 0.0
             for (input_ids, mask, labels), count in zip(parts, targets, strict=True):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast == "bf16"):
-                    loss = self.module(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+                    loss = self.completion_loss(input_ids, mask, labels)
                 # token-weighted: the step's loss is the mean over all its completion tokens
                 (loss * (count / total_targets)).backward()
                 step_loss += loss.item() * count / total_targets
@@ -305,6 +305,22 @@ class Student:
         return {"steps": steps, "resumed_from": start_step, "first_loss": losses[0] if losses else None,
                 "last_loss": float(np.mean(losses[-5:])) if losses else None, "tokens": tokens, "seconds": round(seconds, 2),
                 "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 and tokens else None}
+
+    def completion_loss(self, input_ids, mask, labels):
+        """Mean cross-entropy of the completion tokens, as the model's own loss computes it, but with the output head
+        run only at the positions that predict a completion token: prompts are most of a row's tokens, and their
+        logits (vocabulary x positions, in fp32) cost compute and, for a large vocabulary, most of a step's memory.
+        Models whose head does more than a linear map (logit soft-capping, scaling) take their own forward."""
+        torch = self.torch
+        model = self.module.get_base_model() if hasattr(self.module, "get_base_model") else self.module
+        config = model.config
+        if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) or not hasattr(model, "get_decoder"):
+            return self.module(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        targets = labels[:, 1:]
+        predicting = targets != -100
+        logits = model.get_output_embeddings()(hidden[:, :-1][predicting]).float()
+        return torch.nn.functional.cross_entropy(logits, targets[predicting])
 
     def as_model(self):
         """The trained student on the base's Model interface (LoRA merged into a plain model)."""
