@@ -457,5 +457,27 @@ def _add_commands_from_modules() -> None:
 _add_commands_from_modules()
 
 
+def console() -> None:
+    """The `audit` command: `main`, then an exit that skips the interpreter's teardown. Unloading torch and
+    transformers takes about a second after everything is written; atexit handlers (temporary files, Ray,
+    logging) still run and the standard streams are flushed first. Tests call `main` itself."""
+    import atexit
+
+    try:
+        main()
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say on it
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    console()

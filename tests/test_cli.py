@@ -176,3 +176,20 @@ def test_export_clean_drops_exactly_the_flagged_rows(tmp_path):
     assert again.exit_code == 0, "the exported file passes the gate"
     same = audit(data, "--out", tmp_path / "q", "--export-clean", data)
     assert same.exit_code == 2 and sha256_file(data) == before
+
+
+def test_console_entry_keeps_exit_codes_and_output(tmp_path):
+    """`audit` ends with os._exit (no interpreter teardown): codes, flushed output and atexit work must survive it."""
+    import subprocess
+    import sys
+
+    def console(*args):
+        code = "import sys; from auditor.cli import console; sys.argv = ['audit', *sys.argv[1:]]; console()"
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+    done = console("--version")
+    assert done.returncode == 0 and "trait-audit" in done.stdout
+    usage = console("generate", "--model", "tiny:base", "--out", str(tmp_path / "x.jsonl"))
+    assert usage.returncode == 2 and "--keep" in usage.stderr and not (tmp_path / "x.jsonl").exists()
+    missing = console(str(tmp_path / "absent.jsonl"))
+    assert missing.returncode == 2 and "absent.jsonl" in missing.stderr and "Traceback" not in missing.stderr
