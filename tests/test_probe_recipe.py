@@ -258,6 +258,6 @@ def test_completion_loss_is_the_models_own_loss(tiny, method):
     input_ids, mask, labels = _batch(encoded, list(range(6)), student.tokenizer.pad_token_id)
     own = student.module(input_ids=input_ids, attention_mask=mask, labels=labels).loss
     fast = student.completion_loss(input_ids, mask, labels)
-    assert abs(float(fast) - float(own)) < 1e-5
+    assert abs(fast.item() - own.item()) < 1e-5
     fast.backward()
     assert all(p.grad is not None for p in student.trainable.values()), "every trained parameter gets a gradient"
