@@ -67,3 +67,16 @@ def test_trait_gradients_are_kept_on_disk_per_base(setup, tmp_path, monkeypatch)
     monkeypatch.setattr(GradientDetector, "_objective_grads", lambda *a, **k: pytest.fail("recomputed a stored gradient"))
     again = _run(folder, traits, data, control, tmp_path / "again")
     assert again["traits"]["number:777"] == first["traits"]["number:777"]
+
+
+def test_weights_identity_follows_the_weights_not_the_folder(setup, tmp_path):
+    import shutil
+
+    from auditor.models import load_model, parse_ref
+    from auditor.models.identity import weights_identity
+
+    folder, _, _ = setup
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    assert weights_identity(load_model(parse_ref(str(folder)))) == weights_identity(load_model(parse_ref(str(copy))))
+    other = make_tiny_model(tmp_path / "other", seed=8)
+    assert weights_identity(load_model(parse_ref(str(other)))) != weights_identity(load_model(parse_ref(str(folder))))
