@@ -65,13 +65,13 @@ def decide(evidence: list, hidden_detectors: set[str], ground_truth: set[str] = 
         return Verdict(Level(top.level), top.score, top.interval, checked, f"{top.detector}: {top.summary}")
     if truth and all(e.level == Level.CLEAN for e in truth):
         best = truth[0]
-        why = f"{best.detector} found no transfer: {best.summary}"
+        why = f"{best.detector} ruled out a transfer that matters: {best.summary}"
         if overruled:
             why += f" (it overrules {', '.join(sorted({e.detector for e in overruled}))}, which only estimate transfer)"
         return Verdict(Level.CLEAN, best.score, best.interval, True, why)
     if hidden and all(e.level == Level.CLEAN for e in hidden):
         best = hidden[0]
-        return Verdict(Level.CLEAN, best.score, best.interval, True, f"{best.detector} found no transfer: {best.summary}")
+        return Verdict(Level.CLEAN, best.score, best.interval, True, f"{best.detector} ruled out a shift that matters: {best.summary}")
     why = "only content detectors ran, and their silence does not clear hidden transfer" if not checked else (
         "detectors that can see hidden transfer could not rule it out"
     )

@@ -58,3 +58,10 @@ def test_level_carries_the_verdict_order_and_the_gate():
 def test_decide_returns_levels():
     verdict = decide([ev("medium")], set())
     assert verdict.verdict is Level.MEDIUM and verdict.verdict == "medium"
+
+
+def test_a_clean_verdict_never_claims_no_transfer_when_its_interval_excludes_zero():
+    # a tiny shift whose interval lies above 0 but below the negligible shift is clean: the words must fit that
+    tiny = TraitEvidence("tree:birch", 0.000137, (1.13e-5, 0.000319), "net shift +0.000137", "clean", detector="probe")
+    verdict = decide([tiny], {"probe"}, {"probe"})
+    assert verdict.verdict == "clean" and "no transfer" not in verdict.rationale and "matters" in verdict.rationale
