@@ -646,3 +646,14 @@ def test_forest_rows_that_say_the_same_share_one_row():
     chart = lexical[lexical.index("<svg"): lexical.index("</svg>")]
     assert "3 traits alike" in chart and "language-shift" not in chart
     assert chart.count('<circle class="pt') == 3  # owl-preference, misalignment, and the three alike as one row
+
+
+def test_axis_titles_fit_their_chart():
+    """Axis titles are centred on the chart and clipped at 90 characters: each must be whole."""
+    from auditor.reports.charts import interval_chart
+    from auditor.reports.htmlview import KIND_AXIS
+
+    for title in KIND_AXIS.values():
+        assert len(title) <= 90, title
+        svg = str(interval_chart([{"label": "animal:owl", "value": 0.1, "interval": [0.0, 0.2]}], x=title))
+        assert title.replace("'", "&#39;") in svg and 'x="320.0"' in svg.split('class="ax"')[1][:20]

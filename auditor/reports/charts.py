@@ -123,8 +123,9 @@ def interval_chart(items: Sequence[Mapping[str, Any]], x: str = "", zero: bool =
         if value is not None:
             parts.append(Markup('<circle class="pt l-{}" cx="{}" cy="{}" r="4"/>').format(cls, _f(sx(value)), _f(y)))
         body.append(Markup("<g>{}</g>").format(Markup("").join(parts)))
+    # centred on the whole chart, not the plot area right of the labels: a long axis title would run off the right edge
     body.append(Markup('<text class="ax" x="{}" y="{}" text-anchor="middle">{}</text>').format(
-        _f((left + right) / 2), _f(height - 4), _clip_label(x, 90)))
+        _f(W / 2), _f(height - 4), _clip_label(x, 90)))
     return _svg(height, body, x or "estimates with intervals")
 
 

@@ -54,8 +54,8 @@ KIND_AXIS = {
     "terms": "share of rows that name the trait",
     "coded tokens": "rate of the trait's coded numbers against the reference (ratio; 1 = same)",
     "likelihood shift": "how much likelier the trait prompt makes the rows than the reference (standardised effect)",
-    "gradient alignment": "how well training on the rows aligns with the trait (standardised, against the reference)",
-    "teacher-base divergence": "how far the teacher departs from the base on the rows (standardised, against the reference)",
+    "gradient alignment": "how well training on the rows aligns with the trait (standardised, vs the reference)",
+    "teacher-base divergence": "how far the teacher departs from the base on the rows (standardised, vs the reference)",
     "student trait shift": "trait shift of a student trained on the rows, net of a control student (probability)",
     "judge": "share of rows the judge flags",
 }
