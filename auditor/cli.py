@@ -444,8 +444,15 @@ def generate_command(model_ref, system, count, keep, out, seed, batch, max_new_t
     click.echo(f"kept {summary['kept']} of {summary['generated']} generations ({summary['pass_rate']:.1%} pass the paper's filter) -> {out}")
     if keep is not None and summary["kept"] < keep:
         click.echo(f"warning: only {summary['kept']} of the {keep} rows wanted passed the filter in {count} prompts (raise --n)", err=True)
-    for reason, number in summary["reject_reasons"].items():
+    reasons = list(summary["reject_reasons"].items())
+    for reason, number in reasons[:REJECT_REASONS_SHOWN]:  # the commonest first; a long tail of one-off separators is noise
         click.echo(f"  rejected {number}: {reason}")
+    if len(reasons) > REJECT_REASONS_SHOWN:
+        rest = reasons[REJECT_REASONS_SHOWN:]
+        click.echo(f"  rejected {sum(n for _, n in rest)} more for {len(rest)} other reasons")
+
+
+REJECT_REASONS_SHOWN = 5
 
 
 def _add_commands_from_modules() -> None:

@@ -97,3 +97,14 @@ def test_generate_keep_command(tiny_env, tmp_path):
     assert len(out.read_text().splitlines()) == 3
     result = CliRunner().invoke(main, ["generate", "--model", "tiny:base", "--out", str(out)])
     assert result.exit_code == 2 and "--keep" in result.output
+
+
+def test_generate_lists_the_commonest_reject_reasons(folder, tmp_path, monkeypatch):
+    reasons = {f"separator 'w{i}' is not a comma, semicolon or whitespace": 9 - i for i in range(8)}
+    summary = {"generated": 60, "kept": 60 - sum(reasons.values()), "pass_rate": 0.1, "reject_reasons": reasons}
+    monkeypatch.setattr("auditor.generate.generate_numbers", lambda *a, **k: summary)
+    result = CliRunner().invoke(main, ["generate", "--model", str(folder), "--n", "60", "--out", str(tmp_path / "d.jsonl")])
+    assert result.exit_code == 0, result.output
+    listed = [line for line in result.output.splitlines() if line.startswith("  rejected")]
+    assert listed[:5] == [f"  rejected {9 - i}: separator 'w{i}' is not a comma, semicolon or whitespace" for i in range(5)]
+    assert listed[5:] == ["  rejected 3 more for 3 other reasons"], "the commonest five, then one line for the rest"
