@@ -107,4 +107,4 @@ def test_generate_lists_the_commonest_reject_reasons(folder, tmp_path, monkeypat
     assert result.exit_code == 0, result.output
     listed = [line for line in result.output.splitlines() if line.startswith("  rejected")]
     assert listed[:5] == [f"  rejected {9 - i}: separator 'w{i}' is not a comma, semicolon or whitespace" for i in range(5)]
-    assert listed[5:] == ["  rejected 3 more for 3 other reasons"], "the commonest five, then one line for the rest"
+    assert listed[5:] == ["  rejected 9 more for 3 other reasons"], "the commonest five, then one line for the rest"
