@@ -240,8 +240,10 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def export_vector(base_ref: str, trait_id: str, out: Path, traits_files=(), samples: int = 4, seed: int = 0, strength: float = 1.0,
-                  dtype: str = "fp32") -> dict:
-    """`audit vectors`: the trait's vector on the base (cached or built), its steering check, written to `out`."""
+                  placement=None) -> dict:
+    """`audit vectors`: the trait's vector on the base (cached or built), its steering check, written to `out`.
+    `placement` (auditor.models.Placement, or None: --device/--dtype auto) is where and in what precision the base
+    runs; its identity digest reads the loaded weights, so vectors of a bf16 and an fp32 load are cached apart."""
     from auditor.errors import UsageError
     from auditor.models import WEIGHTS, load_model, parse_ref
     from auditor.persona.steering import steering_check
@@ -251,7 +253,7 @@ def export_vector(base_ref: str, trait_id: str, out: Path, traits_files=(), samp
     ref = parse_ref(base_ref)
     if not ref.white_box:
         raise UsageError(f"{ref.ref} exposes no weights: persona vectors need a local base model")
-    model = load_model(ref, dtype)
+    model = load_model(ref, placement)
     if not model.supports(WEIGHTS):
         raise UsageError(f"{ref.ref} exposes no weights")
     vector, cached = persona_vector(model, trait, samples, seed)
