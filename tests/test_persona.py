@@ -254,3 +254,22 @@ def test_activations_read_at_the_blocks_match_hidden_states(env):
             want = hidden[layer][0, len(head) - 1 : len(ids)].float().mean(0).numpy()
             assert np.allclose(means[i, j], want, atol=1e-4), (i, layer)
             assert np.allclose(last[i, j], hidden[layer][0, len(head) - 1].float().numpy(), atol=1e-4)
+
+
+def test_base_identity_is_blind_to_the_folder(env, tmp_path):
+    """A copy of a model in another folder is the same base (same vector cache, same base-answer seeds), so a run
+    on a model in a temporary folder reproduces; changed weights are another base."""
+    import shutil
+
+    import torch
+
+    from auditor.models import load_model, parse_ref
+    from auditor.models.tiny import tiny_model_path
+    from auditor.persona import base_identity
+
+    original = load_model(parse_ref("tiny:base"))
+    copy = load_model(parse_ref(str(shutil.copytree(tiny_model_path("base"), tmp_path / "copy"))))
+    assert base_identity(copy) == base_identity(original)
+    with torch.no_grad():
+        next(copy.weights()[0].parameters()).view(-1)[0] += 1.0
+    assert base_identity(copy) != base_identity(original)
