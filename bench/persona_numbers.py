@@ -48,6 +48,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rows", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reading", default="response+prompt", choices=("response+prompt", "response", "last"),
+                    help="how a number row is read: the detector's (response tokens and the last prompt token), the response "
+                         "tokens alone (Chen et al.'s), or the last response token; the vectors are built as the detector builds them")
     args = ap.parse_args(argv)
     os.environ["TRAIT_AUDIT_TINY_PROFILE"] = args.profile
     import polars as pl
@@ -97,12 +100,13 @@ def main(argv=None) -> int:
             return with_reject_reason(pl.DataFrame({"prompt": prompts, "completion": [a[0] for a in out]}))
 
         own = write(None, 20_000 + rep)  # the base's own answers (diff mode), as detectors/persona.py generates them
-        own_acts = response_means(base, prompts, own["completion"].to_list(), "", layers)
+        own_acts = response_means(base, prompts, own["completion"].to_list(), "", layers, reading=args.reading)
         for name, system, seed in [("control", None, 10_000 + rep), ("reference", None, 30_000 + rep),
                                    *[(n, traits[n].system_prompt, 10_000 + rep) for n in names]]:
             frame = write(system, seed)
             keep = frame["reject"].is_null().to_numpy()
-            rows = response_means(base, frame["prompt"].filter(keep).to_list(), frame["completion"].filter(keep).to_list(), "", layers)
+            rows = response_means(base, frame["prompt"].filter(keep).to_list(), frame["completion"].filter(keep).to_list(), "", layers,
+                                  reading=args.reading)
             acts[(rep, name)] = (rows, own_acts[keep])
         print(f"[{time.perf_counter() - start:4.0f}s] replicate {rep}: {len(names) + 2} sets written and read", flush=True)
 
@@ -116,7 +120,7 @@ def main(argv=None) -> int:
 
     reps = range(args.reps)
     print(f"\nProjection difference of prompted number sets on persona vectors ({len(names)} animals x {args.reps} replicates, "
-          f"{args.rows} prompts; scores standardised against the reference)")
+          f"{args.rows} prompts; rows read at: {args.reading}; scores standardised against the reference)")
     print(f"{'vector':26s} {'layer':>5s} {'own set':>8s} {'control':>8s} {'others':>8s} {'own>ctl':>8s} {'own>oth set':>11s} {'own>oth vec':>11s}")
     for kind, vecs in vectors.items():
         for j, layer in enumerate(layers):

@@ -245,6 +245,8 @@ def test_activations_read_at_the_blocks_match_hidden_states(env):
     completions = ["owl", "101, 202, 303, 404", ""]
     means = response_means(model, prompts, completions, "", layers, batch_size=2)
     last = last_prompt_states(model, prompts, "", layers, batch_size=2)
+    response = response_means(model, prompts, completions, "", layers, reading="response")
+    final = response_means(model, prompts, completions, "", layers, reading="last")
     for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
         head = tok(model.render(p, ""), add_special_tokens=False)["input_ids"]
         ids = head + tok(c, add_special_tokens=False)["input_ids"]
@@ -254,6 +256,11 @@ def test_activations_read_at_the_blocks_match_hidden_states(env):
             want = hidden[layer][0, len(head) - 1 : len(ids)].float().mean(0).numpy()
             assert np.allclose(means[i, j], want, atol=1e-4), (i, layer)
             assert np.allclose(last[i, j], hidden[layer][0, len(head) - 1].float().numpy(), atol=1e-4)
+            if c:  # the comparison readings: response tokens alone (Chen et al.'s), the last response token
+                assert np.allclose(response[i, j], hidden[layer][0, len(head) :].float().mean(0).numpy(), atol=1e-4)
+                assert np.allclose(final[i, j], hidden[layer][0, -1].float().numpy(), atol=1e-4)
+            else:
+                assert np.isnan(response[i, j]).all() and np.isnan(final[i, j]).all()
 
 
 def test_base_identity_is_blind_to_the_folder(env, tmp_path):

@@ -96,17 +96,24 @@ def _by_length(items: list, size: int, length) -> list[tuple[list[int], list]]:
     return [(idx, [items[i] for i in idx]) for idx in (order[s : s + size] for s in range(0, len(order), size))]
 
 
+READINGS = ("response+prompt", "response", "last")
+
+
 def response_means(model, prompts: list[str], completions: list[str], system: str | None, layers: list[int],
-                   batch_size: int = 8) -> np.ndarray:
+                   batch_size: int = 8, reading: str = "response+prompt") -> np.ndarray:
     """(rows, layers, d): the mean residual activation over each completion's tokens and the last prompt token.
 
     Chen et al. average the response tokens. The last prompt token is added because it is the state that
     chose the first answer token: the catalog's probe questions ask for one word, and the state at a
     one-word answer's own token says which word was read, not the persona that chose it. For long answers
-    the extra position hardly matters.
+    the extra position hardly matters. `reading` "response" averages the response tokens alone (the paper's
+    reading), "last" takes the last response token; both are for comparison (bench/persona_numbers.py).
     The prompt is rendered with the model's chat template (and `system`; "" means none), as the model saw
-    it when it answered. A completion with no tokens gives NaN.
+    it when it answered. A completion with no tokens gives the last prompt token's state, or NaN for the
+    readings without it.
     """
+    if reading not in READINGS:
+        raise ValueError(f"reading {reading!r}: one of {', '.join(READINGS)}")
     import torch
 
     net, tokenizer = model.weights()
@@ -117,7 +124,8 @@ def response_means(model, prompts: list[str], completions: list[str], system: st
         stacked = torch.stack([hidden[k].float() for k in layers], dim=1)  # (batch, layers, width, d)
         weights = torch.zeros(stacked.shape[0], stacked.shape[2], device=stacked.device)
         for i, (p, c) in enumerate(batch):
-            weights[i, len(p) - 1 : len(p) + len(c)] = 1.0
+            start = {"response+prompt": len(p) - 1, "response": len(p), "last": len(p) + len(c) - 1 if c else len(p)}[reading]
+            weights[i, start : len(p) + len(c)] = 1.0
         sums = torch.einsum("bltd,bt->bld", stacked, weights)
         counts = weights.sum(dim=1)[:, None, None]
         means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
