@@ -168,12 +168,15 @@ class PersonaDetector(Detector):
             else:
                 fresh = response_means(self.model, [p for p, _ in todo], [c for _, c in todo], "", [layer])[:, 0]
             memo.update(zip(todo, fresh, strict=True))
-        return np.stack([memo[k] for k in keys])
+        return np.stack([memo[k] for k in keys]) if keys else np.zeros((0, 0))
 
     def _differences(self, vector, mode: str):
         unit = vector.unit()
-        raw = {side: self._acts_at(side, vector.layer) @ unit for side in ("data", "reference")}
-        against = {side: self._acts_at(f"{side} base" if mode == "diff" else f"{side} prompt", vector.layer) @ unit for side in raw}
+        def project(acts):  # a side with no rows projects to nothing (_compare then skips with its reason)
+            return acts @ unit if len(acts) else np.zeros(0)
+
+        raw = {side: project(self._acts_at(side, vector.layer)) for side in ("data", "reference")}
+        against = {side: project(self._acts_at(f"{side} base" if mode == "diff" else f"{side} prompt", vector.layer)) for side in raw}
         return raw["data"] - against["data"], raw["reference"] - against["reference"], raw["data"], raw["reference"]
 
     # --- statistics --------------------------------------------------------------------------
