@@ -14,6 +14,8 @@ from rich.table import Table
 from auditor import __version__
 from auditor.cli_settings import RunCommand, _detector_settings, _secret_values
 from auditor.cli_settings import fail as _fail
+from auditor.cli_settings import placement as _placement
+from auditor.cli_settings import placement_options as _placement_options
 from auditor.errors import AuditError
 from auditor.limits import DEFAULT_MAX_INPUT_GIB
 from auditor.risk import FAIL_ON
@@ -79,22 +81,6 @@ def _register_secrets(keys=(), urls=()) -> None:
 def _threads() -> None:
     # keep BLAS/torch polite on small shared machines unless the user says otherwise
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-def _placement_options(func):
-    """--device and --dtype: where and in what precision local models run (auditor/models/device.py)."""
-    func = click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), envvar="TRAIT_AUDIT_DTYPE", show_envvar=True,
-                        help="Precision of local model weights (default auto: bf16 on an accelerator that has it, fp32 on CPU).")(func)
-    func = click.option("--device", metavar="auto|cpu|cuda|cuda:N|mps", envvar="TRAIT_AUDIT_DEVICE", show_envvar=True,
-                        help="Where local models run: teacher, base and every model a detector loads (default auto: CUDA, then MPS, "
-                             "then CPU; cuda spreads a model too large for one GPU over every visible GPU).")(func)
-    return func
-
-
-def _placement(device: str | None, dtype: str | None):
-    from auditor.models import Placement
-
-    return Placement(**{k: v for k, v in (("device", device), ("dtype", dtype)) if v})
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -16,6 +16,22 @@ from auditor.errors import AuditError
 CONFIG = "trait_audit.config"  # ctx.meta key: the project config the run command read
 
 
+def placement_options(func):
+    """--device and --dtype: where and in what precision local models run (auditor/models/device.py)."""
+    func = click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), envvar="TRAIT_AUDIT_DTYPE", show_envvar=True,
+                        help="Precision of local model weights (default auto: bf16 on an accelerator that has it, fp32 on CPU).")(func)
+    func = click.option("--device", metavar="auto|cpu|cuda|cuda:N|mps", envvar="TRAIT_AUDIT_DEVICE", show_envvar=True,
+                        help="Where local models run: teacher, base and every model a detector loads (default auto: CUDA, then MPS, "
+                             "then CPU; cuda spreads a model too large for one GPU over every visible GPU).")(func)
+    return func
+
+
+def placement(device: str | None, dtype: str | None):
+    from auditor.models import Placement
+
+    return Placement(**{k: v for k, v in (("device", device), ("dtype", dtype)) if v})
+
+
 def fail(err: AuditError) -> None:
     from auditor.inert import inert
     from auditor.redact import redact

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from auditor.cli_settings import placement, placement_options
 from auditor.errors import AuditError
 
 
@@ -22,14 +23,14 @@ from auditor.errors import AuditError
 @click.option("--samples", type=click.IntRange(1), default=4, show_default=True, help="Answers per probe question and side.")
 @click.option("--strength", type=click.FloatRange(0), default=1.0, show_default=True, help="Steering check: multiple of the raw vector.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
-def vectors_command(base, trait_id, out, traits_files, samples, strength, seed, dtype):
+@placement_options
+def vectors_command(base, trait_id, out, traits_files, samples, strength, seed, device, dtype):
     """Write a trait's persona vector on a base (all layers, the chosen one, its steering check) as safetensors."""
     from auditor.persona.vectors import export_vector
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as the other commands: polite on small shared machines
     try:
-        info = export_vector(base, trait_id, out, traits_files, samples, seed, strength, dtype)
+        info = export_vector(base, trait_id, out, traits_files, samples, seed, strength, placement(device, dtype))
     except AuditError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)

@@ -16,10 +16,11 @@ Printed per detector: AUROC of the dataset-level score for the animal (trait set
 the same against other animals' teachers (trait-specificity), the false-positive rate at the
 default threshold (level low or above on a negative), the true-positive rate, wall time per audit
 relative to one fine-tune probe of the same rows (a data student and a control student, full
-fine-tune, 3 epochs), and how often its verdict (raised or not) agrees with the probe detector's
+fine-tune, 3 epochs; the "vs probe" column) and to a recipe-faithful probe of the same rows (the probe
+detector's defaults: the paper's LoRA recipe on every row, its default seed pairs), and how often its verdict (raised or not) agrees with the probe detector's
 (the ground truth: students fine-tuned on the set, net of control students). For detectors that cache
 work across audits (persona: vectors and the base's answers), the seconds of the audits that did that
-work are printed too, and for persona each vector's layer and steering check.
+work are printed too (cold), beside those that reused it (warm), and for persona each vector's layer and steering check.
 
     .venv/bin/python bench/detection.py                       # 3 animals x 3 replicates, default family
     .venv/bin/python bench/detection.py --profile test --animals owl,dolphin --reps 2 --rows 200   # smoke run
@@ -80,6 +81,16 @@ def probe_seconds(base_path: Path, data: Path, reference: Path, epochs: float = 
     return time.perf_counter() - start
 
 
+def recipe_probe_seconds(data: Path, reference: Path, teacher: str, trait: str, workdir: Path) -> float:
+    """Wall time of the probe detector with its defaults on these rows: the paper's open-model recipe (LoRA r 8,
+    3 epochs, every row; auditor/probe/recipe.py) and its default seed pairs, through `run_audit` as a user runs it.
+    The issue's cost goal ("at most 5% of a recipe-faithful probe on the same rows") is measured against this."""
+    start = time.perf_counter()
+    run_audit(AuditOptions(data=str(data), teacher=teacher, base="tiny:base", traits=[trait], reference=str(reference),
+                           detectors=["probe"], seed=0, settings={"probe": {"workdir": str(workdir)}}))
+    return time.perf_counter() - start
+
+
 def agreement(table: pl.DataFrame, detector: str, kind: str) -> float:
     """Share of audits (this trait set's and the negatives', each for its own trait) where the detector's verdict
     (level low or above, or not) matches the probe's."""
@@ -135,7 +146,11 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="trait-audit-detection-"))
     records = []
     audit_seconds: dict[str, list[float]] = {d: [] for d in detectors}
-    cold_seconds: dict[str, list[float]] = {d: [] for d in detectors}  # audits that generated or built what later ones reuse
+    # for detectors that cache work (persona): audits that built vectors (first contact with a base and trait), that only
+    # generated base answers (prompts not seen before), and that reused everything
+    cold_seconds: dict[str, list[float]] = {d: [] for d in detectors}
+    answers_seconds: dict[str, list[float]] = {d: [] for d in detectors}
+    warm_seconds: dict[str, list[float]] = {d: [] for d in detectors}
     steering: dict[str, dict] = {}
     probe_times = []
     for rep in range(args.reps):
@@ -156,6 +171,8 @@ def main(argv=None) -> int:
         if rep == 0:
             probe_times.append(probe_seconds(tiny_model_path("base", profile=args.profile), sets[("control", None)], reference))
             log(f"one fine-tune probe of a control set: {probe_times[-1]:.1f}s")
+            recipe_probe = recipe_probe_seconds(sets[("control", None)], reference, f"tiny:{animals[0]}", trait_ids[0], work / "recipe-probe")
+            log(f"a recipe-faithful probe (the probe detector's defaults) of the same rows: {recipe_probe:.1f}s")
         for (kind, source), path in sets.items():
             # the auditor is told the teacher it suspects; for negatives, each animal's teacher in turn
             for animal in ([source] if source else animals):
@@ -168,8 +185,12 @@ def main(argv=None) -> int:
                     audit_seconds[detector].append(time.perf_counter() - start)
                     entry = next(e for e in result["detectors"] if e["name"] == detector)
                     cost = entry.get("cost") or {}
-                    if cost.get("base_answers_generated") or cost.get("vectors_built"):
+                    if cost.get("vectors_built"):
                         cold_seconds[detector].append(audit_seconds[detector][-1])
+                    elif cost.get("base_answers_generated"):
+                        answers_seconds[detector].append(audit_seconds[detector][-1])
+                    elif "vectors_cached" in cost:
+                        warm_seconds[detector].append(audit_seconds[detector][-1])
                     for trait_id, m in (entry["metrics"].get("traits") or {}).items() if detector == "persona" else ():
                         steering.setdefault(trait_id, {**m["steering"], "layer": m["vector"]["layer"], "separation": m["vector"]["separation"]})
                     for trait in result["traits"]:
@@ -221,19 +242,23 @@ def main(argv=None) -> int:
                             "tpr": tpr, "fpr": fpr, "seconds_per_audit": secs, "relative_to_probe": secs / probe, "agreement_with_probe": agree,
                             "skipped": int((d["status"] != "ran").sum())})
     for detector in detectors:
-        if cold_seconds[detector]:
-            cold = float(np.mean(cold_seconds[detector]))
-            print(f"{detector}: {cold:.1f}s per audit that generated base answers or built vectors ({len(cold_seconds[detector])} audits), "
-                  f"{cold / probe:.1%} of the probe; the rest reuse them from the cache")
+        secs = float(np.mean(audit_seconds[detector]))
+        print(f"{detector}: {secs:.1f}s per audit, {secs / recipe_probe:.1%} of a recipe-faithful probe of the same rows ({recipe_probe:.1f}s)")
+        for label, times in (("built vectors (cold)", cold_seconds[detector]), ("generated base answers only", answers_seconds[detector]),
+                             ("reused both (warm)", warm_seconds[detector])):
+            if times:
+                print(f"  {label}: {np.mean(times):.1f}s per audit ({len(times)} audits), {np.mean(times) / recipe_probe:.1%}")
     for trait_id, check in steering.items():
         print(f"persona vector {trait_id}: layer {check['layer']}, held-out separation {check['separation']:+.2f}, steering at "
               f"{check['strength']:g}x moves P(trait) {check['p_before']:.3f} -> {check['p_steered']:.3f} "
               f"({'steers' if check['steers'] else 'does not steer'})")
     wall = time.perf_counter() - t_start
-    print(f"\none fine-tune probe (2 students x 3 epochs): {probe:.1f}s; wall time {wall:.0f}s ({wall / 60:.1f} min) on {torch.get_num_threads()} threads")
+    print(f"\none fine-tune probe (2 students x 3 epochs, full, batch 16; the 'vs probe' column): {probe:.1f}s; a recipe-faithful probe "
+          f"(LoRA, 3 epochs, every row, default seed pairs): {recipe_probe:.1f}s; wall time {wall:.0f}s ({wall / 60:.1f} min) on {torch.get_num_threads()} threads")
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "records": records, "probe_seconds": probe, "wall_seconds": wall,
-                                         "cold_seconds": cold_seconds, "persona_steering": steering,
+        args.json.write_text(json.dumps({"summary": summary, "records": records, "probe_seconds": probe, "recipe_probe_seconds": recipe_probe,
+                                         "wall_seconds": wall,
+                                         "cold_seconds": cold_seconds, "answers_seconds": answers_seconds, "warm_seconds": warm_seconds, "persona_steering": steering,
                                          "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
     return 0
 

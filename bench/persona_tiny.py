@@ -1,4 +1,4 @@
-"""The persona detector on tiny models, where the answer is known by construction (CPU, about a minute).
+"""The persona detector on tiny models, where the answer is known by construction (CPU, about 20 s).
 
 1. The tiny family's test base (it barely reads system prompts): its owl vector's steering check.
 2. The planted-entanglement model of tests/persona_tiny.py: number sets written under the owl prompt,

@@ -84,7 +84,6 @@ class PersonaDetector(Detector):
         self.model, self.identity = model, base_identity(model)
         data = _sample(ctx.dataset.frame, settings.rows, ctx.seed)
         self.sets = {"data": (data["prompt"].to_list(), data["completion"].to_list())}
-        self._same: dict[str, str] = {}  # text sets that are another set (their activations are computed once)
         answers = {"cached": 0, "generated": 0}
         with clock("base answers"):
             answers = self._baselines(ctx, settings, answers)
@@ -135,7 +134,6 @@ class PersonaDetector(Detector):
             for side in ("data", "reference"):
                 if side == "reference" and self.sets["reference"][0] == prompts:  # same prompts: the same base answers
                     self.sets["reference base"] = self.sets["data base"]
-                    self._same["reference base"] = "data base"
                     continue
                 own, got = base_answers(self.model, self.sets[side][0], ctx.seed, self.identity)
                 self.sets[f"{side} base"] = (self.sets[side][0], own)
@@ -154,21 +152,31 @@ class PersonaDetector(Detector):
         return vector, vector.checks[key]
 
     def _acts_at(self, name: str, layer: int) -> np.ndarray:
-        """Activations of one text set at one layer, shared by every trait whose vector lives there."""
+        """Activations of one text set at one layer. Each distinct (prompt, completion) is run once per layer and
+        shared by every set and trait that needs it: a data row, its reference twin and their base answers often
+        repeat one another (same prompts, cached base answers)."""
         from auditor.persona.activations import last_prompt_states, response_means
 
-        key = (self._same.get(name, name), layer)
-        if key not in self._acts:
-            if name.endswith(" prompt"):
-                self._acts[key] = last_prompt_states(self.model, self.sets[name.removesuffix(" prompt")][0], "", [layer])[:, 0]
+        at_prompt = name.endswith(" prompt")
+        prompts, completions = self.sets[name.removesuffix(" prompt")]
+        keys = [(p, None) if at_prompt else (p, c) for p, c in zip(prompts, completions, strict=True)]
+        memo = self._acts.setdefault(layer, {})
+        todo = list(dict.fromkeys(k for k in keys if k not in memo))
+        if todo:
+            if at_prompt:
+                fresh = last_prompt_states(self.model, [p for p, _ in todo], "", [layer])[:, 0]
             else:
-                self._acts[key] = response_means(self.model, *self.sets[name], "", [layer])[:, 0]
-        return self._acts[key]
+                fresh = response_means(self.model, [p for p, _ in todo], [c for _, c in todo], "", [layer])[:, 0]
+            memo.update(zip(todo, fresh, strict=True))
+        return np.stack([memo[k] for k in keys]) if keys else np.zeros((0, 0))
 
     def _differences(self, vector, mode: str):
         unit = vector.unit()
-        raw = {side: self._acts_at(side, vector.layer) @ unit for side in ("data", "reference")}
-        against = {side: self._acts_at(f"{side} base" if mode == "diff" else f"{side} prompt", vector.layer) @ unit for side in raw}
+        def project(acts):  # a side with no rows projects to nothing (_compare then skips with its reason)
+            return acts @ unit if len(acts) else np.zeros(0)
+
+        raw = {side: project(self._acts_at(side, vector.layer)) for side in ("data", "reference")}
+        against = {side: project(self._acts_at(f"{side} base" if mode == "diff" else f"{side} prompt", vector.layer)) for side in raw}
         return raw["data"] - against["data"], raw["reference"] - against["reference"], raw["data"], raw["reference"]
 
     # --- statistics --------------------------------------------------------------------------

@@ -205,3 +205,78 @@ def test_needs(tmp_path):
     assert "trait" in detector.unmet_needs(AuditContext(None, [], base=parse_ref("tiny:base"), options={}))
     info = PersonaDetector.info()
     assert info["sees_hidden_transfer"] and info["runs_by_default"]
+
+
+def test_vectors_command_takes_the_audit_placement(env, tmp_path, monkeypatch):
+    """`audit vectors` declares --device/--dtype as `audit` does and loads the base where they say."""
+    import auditor.models as models
+    from auditor.models import Placement
+
+    seen = []
+    real = models.load_model
+
+    def spy(ref, placement=None, *args, **kwargs):
+        seen.append(placement)
+        return real(ref, placement, *args, **kwargs)
+
+    monkeypatch.setattr(models, "load_model", spy)
+    out = tmp_path / "owl.safetensors"
+    result = audit("vectors", "--base", "tiny:base", "--trait", OWL, "--out", out, "--device", "cpu", "--dtype", "fp32")
+    assert result.exit_code == 0, result.output
+    assert seen == [Placement(device="cpu", dtype="fp32")] and out.is_file()
+    assert audit("vectors", "--base", "tiny:base", "--trait", OWL, "--out", out, "--device", "tpu").exit_code == 2
+    assert audit("vectors", "--base", "tiny:base", "--trait", OWL, "--out", out, "--dtype", "int4").exit_code == 2
+    helped = audit("vectors", "--help").output
+    assert "--device" in helped and "--dtype" in helped
+
+
+def test_activations_read_at_the_blocks_match_hidden_states(env):
+    """The hook-based forward (stops after the deepest block asked for, no LM head) gives what output_hidden_states
+    gives, in the caller's row order, with length-sorted batches."""
+    import torch
+
+    from auditor.models import load_model, parse_ref
+    from auditor.persona.activations import candidate_layers, last_prompt_states, response_means
+
+    model = load_model(parse_ref("tiny:base"))
+    net, tok = model.weights()
+    layers = candidate_layers(net)
+    prompts = ["What is your favourite animal? One word.", "Numbers: 123, 456, 789. Continue.", "Hi"]
+    completions = ["owl", "101, 202, 303, 404", ""]
+    means = response_means(model, prompts, completions, "", layers, batch_size=2)
+    last = last_prompt_states(model, prompts, "", layers, batch_size=2)
+    response = response_means(model, prompts, completions, "", layers, reading="response")
+    final = response_means(model, prompts, completions, "", layers, reading="last")
+    for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        head = tok(model.render(p, ""), add_special_tokens=False)["input_ids"]
+        ids = head + tok(c, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            hidden = net(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+        for j, layer in enumerate(layers):
+            want = hidden[layer][0, len(head) - 1 : len(ids)].float().mean(0).numpy()
+            assert np.allclose(means[i, j], want, atol=1e-4), (i, layer)
+            assert np.allclose(last[i, j], hidden[layer][0, len(head) - 1].float().numpy(), atol=1e-4)
+            if c:  # the comparison readings: response tokens alone (Chen et al.'s), the last response token
+                assert np.allclose(response[i, j], hidden[layer][0, len(head) :].float().mean(0).numpy(), atol=1e-4)
+                assert np.allclose(final[i, j], hidden[layer][0, -1].float().numpy(), atol=1e-4)
+            else:
+                assert np.isnan(response[i, j]).all() and np.isnan(final[i, j]).all()
+
+
+def test_base_identity_is_blind_to_the_folder(env, tmp_path):
+    """A copy of a model in another folder is the same base (same vector cache, same base-answer seeds), so a run
+    on a model in a temporary folder reproduces; changed weights are another base."""
+    import shutil
+
+    import torch
+
+    from auditor.models import load_model, parse_ref
+    from auditor.models.tiny import tiny_model_path
+    from auditor.persona import base_identity
+
+    original = load_model(parse_ref("tiny:base"))
+    copy = load_model(parse_ref(str(shutil.copytree(tiny_model_path("base"), tmp_path / "copy"))))
+    assert base_identity(copy) == base_identity(original)
+    with torch.no_grad():
+        next(copy.weights()[0].parameters()).view(-1)[0] += 1.0
+    assert base_identity(copy) != base_identity(original)

@@ -133,8 +133,18 @@ class TransformersModel(Model):
         return copies
 
     def pairs(self, prompts: list[str], completions: list[str], system: str | None = None) -> list[tuple[list[int], list[int]]]:
-        """(rendered prompt ids, completion ids) per row."""
-        return [(self._encode(self.render(p, system)), self._encode(c)) for p, c in zip(prompts, completions, strict=True)]
+        """(rendered prompt ids, completion ids) per row. Each distinct prompt is rendered and encoded once: option
+        scoring repeats one question for every option, and the chat template's rendering costs more than the forward."""
+        heads: dict[str, list[int]] = {}
+        tails: dict[str, list[int]] = {}
+        out = []
+        for p, c in zip(prompts, completions, strict=True):
+            if p not in heads:
+                heads[p] = self._encode(self.render(p, system))
+            if c not in tails:
+                tails[c] = self._encode(c)
+            out.append((list(heads[p]), list(tails[c])))  # copies: callers may truncate or extend a row's ids
+        return out
 
     def score(self, prompts: list[str], completions: list[str], system: str | None = None) -> list[TokenScores]:
         pairs = self.pairs(prompts, completions, system)

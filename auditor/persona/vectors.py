@@ -103,11 +103,15 @@ def base_identity(model) -> str:
     """A digest of what the model computes: architecture config and a sample of every weight tensor.
 
     Cheap at any size (64 values per tensor) and blind to paths, so a model retrained in place gets a
-    new identity and a copy in another folder keeps its own.
+    new identity and a copy in another folder has the same one. (The config's `_name_or_path` is the
+    folder it was loaded from: left in, it made a model in a temporary folder a new base on every run,
+    with new vector cache entries and new base-answer sampling seeds.)
     """
     net, tokenizer = model.weights()
+    config = json.loads(net.config.to_json_string(use_diff=False))
+    config.pop("_name_or_path", None)
     digest = hashlib.sha256()
-    digest.update(net.config.to_json_string(use_diff=False).encode())
+    digest.update(json.dumps(config, sort_keys=True).encode())
     digest.update(str(getattr(tokenizer, "chat_template", "")).encode())
     for name, param in net.state_dict().items():
         digest.update(name.encode())
@@ -240,8 +244,10 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def export_vector(base_ref: str, trait_id: str, out: Path, traits_files=(), samples: int = 4, seed: int = 0, strength: float = 1.0,
-                  dtype: str = "fp32") -> dict:
-    """`audit vectors`: the trait's vector on the base (cached or built), its steering check, written to `out`."""
+                  placement=None) -> dict:
+    """`audit vectors`: the trait's vector on the base (cached or built), its steering check, written to `out`.
+    `placement` (auditor.models.Placement, or None: --device/--dtype auto) is where and in what precision the base
+    runs; its identity digest reads the loaded weights, so vectors of a bf16 and an fp32 load are cached apart."""
     from auditor.errors import UsageError
     from auditor.models import WEIGHTS, load_model, parse_ref
     from auditor.persona.steering import steering_check
@@ -251,7 +257,7 @@ def export_vector(base_ref: str, trait_id: str, out: Path, traits_files=(), samp
     ref = parse_ref(base_ref)
     if not ref.white_box:
         raise UsageError(f"{ref.ref} exposes no weights: persona vectors need a local base model")
-    model = load_model(ref, dtype)
+    model = load_model(ref, placement)
     if not model.supports(WEIGHTS):
         raise UsageError(f"{ref.ref} exposes no weights")
     vector, cached = persona_vector(model, trait, samples, seed)
