@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from auditor.models.identity import weights_identity
 from auditor.persona.activations import candidate_layers, response_means
 
 METHOD_VERSION = "persona-v1"  # bump when anything that changes a vector changes
@@ -100,24 +101,8 @@ class PersonaVector:
 
 
 def base_identity(model) -> str:
-    """A digest of what the model computes: architecture config and a sample of every weight tensor.
-
-    Cheap at any size (64 values per tensor) and blind to paths, so a model retrained in place gets a
-    new identity and a copy in another folder has the same one. (The config's `_name_or_path` is the
-    folder it was loaded from: left in, it made a model in a temporary folder a new base on every run,
-    with new vector cache entries and new base-answer sampling seeds.)
-    """
-    net, tokenizer = model.weights()
-    config = json.loads(net.config.to_json_string(use_diff=False))
-    config.pop("_name_or_path", None)
-    digest = hashlib.sha256()
-    digest.update(json.dumps(config, sort_keys=True).encode())
-    digest.update(str(getattr(tokenizer, "chat_template", "")).encode())
-    for name, param in net.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tuple(param.shape)).encode())
-        digest.update(param.detach().flatten()[:64].float().cpu().numpy().tobytes())
-    return digest.hexdigest()
+    """The base's identity digest (auditor/models/identity.py): its weights, never the folder it was loaded from."""
+    return weights_identity(model)
 
 
 def trait_digest(trait) -> str:
