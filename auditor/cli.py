@@ -472,5 +472,5 @@ def console() -> None:
     os._exit(code)
 
 
-if __name__ == "__main__":
-    console()
+if __name__ == "__main__":  # `python -m auditor.cli`: a normal exit, so profilers and coverage write their data
+    main()
