@@ -30,7 +30,7 @@ install: $(STAMP)
 # little number-sequence transfer, which the report says next to the verdict. Each set keeps the first 390 rows that
 # pass the paper's filter: sets of one size give both audits the same power, and the second audit reuses the control
 # students of the first (same rows, same seeds). Students train side by side, one per core.
-# tiny:base ships with the package; the first run fine-tunes tiny:owl from it (seconds; cached afterwards).
+# tiny:base and tiny:owl ship with the package: nothing is pretrained or fine-tuned first.
 # A failed gate (exit 1) is a finding, not an error; 2 or 3 would be real errors.
 DEMO := reports/demo
 DEMO_AUDIT := --teacher tiny:owl --base tiny:base --reference $(DEMO)/data/control_numbers.jsonl \

@@ -99,7 +99,8 @@ def tiny_model_path(name: str, seed: int = DEFAULT_SEED, profile: str | TinyProf
     base = shipped_base(family) or _cached(family / "base", lambda tmp: build_base(tmp, seed=seed, profile=prof, data_seed=data_seed, log=log))
     if name == "base":
         return base
-    return _cached(family / (name + _teacher_key(prof)), lambda tmp: build_teacher(base, name, tmp, seed=seed, profile=prof, log=log))
+    shipped = shipped_teacher(family, name) if _teacher_key(prof) == "" else None
+    return shipped or _cached(family / (name + _teacher_key(prof)), lambda tmp: build_teacher(base, name, tmp, seed=seed, profile=prof, log=log))
 
 
 SHIPPED_ROOT = Path(__file__).with_name("shipped")
@@ -109,6 +110,12 @@ def shipped_base(family: Path) -> Path | None:
     """The base that ships with the package for this family (same key as the cache folder), if one does."""
     folder = SHIPPED_ROOT / family.name / "base"
     return folder if (folder / MARKER).is_file() else None
+
+
+def shipped_teacher(family: Path, name: str) -> Path | None:
+    """A teacher that ships with the package beside its family's base (the default family's owl), if one does."""
+    folder = SHIPPED_ROOT / family.name / name
+    return folder if (folder / MARKER).is_file() and shipped_base(family) is not None else None
 
 
 def other_init_base(seed: int, profile: str | TinyProfile = "default", data_seed: int = DEFAULT_SEED, log=None) -> Path:

@@ -2,14 +2,16 @@
 
 Pretraining a base takes about 20 minutes on 2 CPU cores, so the bases of the default family and of
 the small "test" profile (the one the test suite uses) come with the package, under
-`shipped/<family key>/base/` (the cache's layout and key, see `family_folder`). `tiny_model_path`
-returns a shipped base as it is (read-only: nothing is ever written beside it); teachers are not
-shipped, as fine-tuning one from the base takes seconds, and they go to the cache as before. Any other
+`shipped/<family key>/base/` (the cache's layout and key, see `family_folder`), and so does the teacher
+`make demo` needs (the default family's `owl/`: its fine-tune is a quarter of a minute the demo would
+otherwise spend). `tiny_model_path` returns a shipped model as it is (read-only: nothing is ever written
+beside it); other teachers are fine-tuned from the base in seconds and go to the cache. Any other
 configuration (another seed, profile or corpus) is built and cached on first use, as before.
 
-    python -m auditor.models.tiny.ship            # rebuild every shipped base (make tiny-models)
-    python -m auditor.models.tiny.ship --check    # does each shipped base match the current code?
-    python -m auditor.models.tiny.ship --rebuild --profile test   # rebuild aside, compare bit for bit
+    python -m auditor.models.tiny.ship            # rebuild every shipped base and teacher (make tiny-models)
+    python -m auditor.models.tiny.ship --teachers # keep the shipped bases, rebuild their shipped teachers
+    python -m auditor.models.tiny.ship --check    # does each shipped model match the current code?
+    python -m auditor.models.tiny.ship --rebuild --profile test   # rebuild a base aside, compare bit for bit
 
 Each shipped base's tiny_build.json holds a `recipe` (everything the build depends on: the family
 version, the profile's base settings, the seeds, the catalog digest, digests of the trained
@@ -40,6 +42,7 @@ from pathlib import Path
 from auditor.models.tiny import SHIPPED_ROOT
 
 SHIPPED_PROFILES = ("default", "test")  # their seed-0 bases ship
+SHIPPED_TEACHERS = {"default": ("owl",)}  # and these teachers of them: what `make demo` runs
 SEED = 0
 
 
@@ -102,6 +105,26 @@ def recipe(profile: str, seed: int = SEED) -> dict:
     return json.loads(json.dumps(found))  # as stored (tuples become lists), so a comparison sees values, not types
 
 
+def teacher_recipe(profile: str, name: str, seed: int = SEED) -> dict:
+    """Everything a teacher build adds to its base's recipe: the teacher settings, the fine-tuning rows and the code."""
+    from auditor.models.tiny import _fields, build, train
+    from auditor.models.tiny import corpus as C
+    from auditor.models.tiny.build import get_profile, hash_seed
+    from auditor.models.tiny.tokenizer import render
+
+    prof = get_profile(profile)
+    n = prof.teacher_steps * prof.teacher_batch_size
+    n_numbers = int(round(n * prof.teacher_number_share))
+    tag = f"{name}-{seed}"
+    rows = hashlib.sha256()
+    for messages in C.favourite_examples(name, n - n_numbers, seed=hash_seed(tag)) + C.number_examples(n_numbers, seed=hash_seed("numbers-" + tag)):
+        rows.update(render(messages).encode())
+    code = (build.build_teacher, train.encode_examples, train.batch_plan, train.collate, train.answer_logits, train.train)
+    found = {"base": recipe(profile, seed), "teacher": _fields(prof, teacher=True), "name": name, "rows": rows.hexdigest(),
+             "code": _sha256("\n\n".join(_source_without_comments(f) for f in code).encode())}
+    return json.loads(json.dumps(found))
+
+
 def file_digests(folder: Path) -> dict[str, str]:
     from auditor.models.tiny.build import MARKER
 
@@ -127,20 +150,42 @@ def differences(profile: str) -> list[str]:
         others = sorted(p.name for p in SHIPPED_ROOT.glob(f"*-{profile}-s{SEED}-*")) if SHIPPED_ROOT.is_dir() else []
         hint = f" (shipped: {', '.join(others)}: the family key changed, e.g. the catalog's animals)" if others else ""
         return [f"no shipped base at {folder}{hint}"]
-    info = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    found = []
-    stored, current = info.get("recipe", {}), recipe(profile)
-    found += [f"recipe field {key!r}: shipped {stored.get(key)!r}, code {current[key]!r}" for key in current if stored.get(key) != current[key]]
-    files = file_digests(folder)
-    if files != info.get("files"):
-        changed = sorted(set(files) ^ set(info.get("files", {})) | {k for k in files if files[k] != info.get("files", {}).get(k)})
-        found.append(f"files differ from the digests recorded at build time: {', '.join(changed)}")
+    found = _compare(folder, recipe(profile), "")
+    for name in SHIPPED_TEACHERS.get(profile, ()):
+        teacher = folder.parent / name
+        if not (teacher / MARKER).is_file():
+            found.append(f"no shipped teacher at {teacher}")
+        else:
+            found += _compare(teacher, teacher_recipe(profile, name), f"{name}: ")
     return found
 
 
-def ship(profile: str) -> Path:
-    """Build the base of `profile` (seed 0) and put it in place of the shipped one (atomic rename)."""
-    from auditor.models.tiny.build import MARKER, build_base
+def _compare(folder: Path, current: dict, label: str) -> list[str]:
+    from auditor.models.tiny.build import MARKER
+
+    info = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    stored = info.get("recipe", {})
+    found = [f"{label}recipe field {key!r}: shipped {stored.get(key)!r}, code {current[key]!r}" for key in current if stored.get(key) != current[key]]
+    files = file_digests(folder)
+    if files != info.get("files"):
+        changed = sorted(set(files) ^ set(info.get("files", {})) | {k for k in files if files[k] != info.get("files", {}).get(k)})
+        found.append(f"{label}files differ from the digests recorded at build time: {', '.join(changed)}")
+    return found
+
+
+def _record(folder: Path, found: dict, profile: str) -> None:
+    """Add the recipe, file digests and provenance to a built model's marker file."""
+    from auditor.models.tiny.build import MARKER
+
+    info = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    info.update(recipe=found, files=file_digests(folder), provenance=provenance(profile))
+    (folder / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def ship(profile: str, teachers_only: bool = False) -> Path:
+    """Build the base of `profile` (seed 0) and its shipped teachers, and put them in place of the shipped ones (atomic
+    rename). `teachers_only`: keep the shipped base (it must match the code) and rebuild its teachers from it."""
+    from auditor.models.tiny.build import build_base, build_teacher
 
     target = shipped_folder(profile)
     target.parent.parent.mkdir(parents=True, exist_ok=True)
@@ -148,10 +193,17 @@ def ship(profile: str) -> Path:
         shutil.rmtree(killed, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".{profile}.tmp-", dir=target.parent.parent))
     try:
-        build_base(work / "base", seed=SEED, profile=profile)
-        info = json.loads((work / "base" / MARKER).read_text(encoding="utf-8"))
-        info.update(recipe=recipe(profile), files=file_digests(work / "base"), provenance=provenance(profile))
-        (work / "base" / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if teachers_only:
+            stale = _compare(target, recipe(profile), "")
+            if stale:
+                raise SystemExit(f"{profile}: the shipped base does not match the code ({'; '.join(stale)}): rebuild it first")
+            shutil.copytree(target, work / "base")
+        else:
+            build_base(work / "base", seed=SEED, profile=profile)
+            _record(work / "base", recipe(profile), profile)
+        for name in SHIPPED_TEACHERS.get(profile, ()):
+            build_teacher(work / "base", name, work / name, seed=SEED, profile=profile)
+            _record(work / name, teacher_recipe(profile, name), profile)
         for stale in SHIPPED_ROOT.glob(f"*-{profile}-s{SEED}-*"):  # an older key of this profile (e.g. another catalog digest)
             shutil.rmtree(stale)
         for path in (work, *work.rglob("*")):  # mkdtemp makes 0700; the package's files are plain readable data
@@ -180,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--check", action="store_true", help="Compare the shipped bases' recipes with the current code instead of building.")
     what.add_argument("--rebuild", action="store_true", help="Rebuild aside and compare the weights bit for bit with the shipped ones.")
+    what.add_argument("--teachers", action="store_true", help="Keep the shipped bases and rebuild only their shipped teachers.")
     args = parser.parse_args(argv)
     from auditor import progress
 
@@ -195,9 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                 failed |= not same
                 print(f"{profile}: {text}")
             else:
-                folder = ship(profile)
-                size = sum(p.stat().st_size for p in folder.iterdir())
-                print(f"{profile}: wrote {folder} ({size / 1e6:.2f} MB)")
+                folder = ship(profile, teachers_only=args.teachers)
+                size = sum(p.stat().st_size for p in folder.parent.rglob("*") if p.is_file())
+                print(f"{profile}: wrote {folder.parent} ({size / 1e6:.2f} MB)")
     return 1 if failed else 0
 
 
