@@ -63,7 +63,7 @@ gpu-check: $(STAMP)
 throughput: $(STAMP)
 	$(PY) bench/throughput.py
 
-# Rebuild the tiny bases shipped in auditor/models/tiny/shipped/ after a change to their recipe (profile, catalog,
+# Rebuild the tiny bases and the teacher shipped in auditor/models/tiny/shipped/ after a change to their recipe (profile, catalog,
 # tokenizer, corpus or training code; tests/test_tiny_ship.py says which): about 20 minutes on 2 idle cores.
 tiny-models: $(STAMP)
 	$(PY) -m auditor.models.tiny.ship
