@@ -27,7 +27,7 @@ install: $(STAMP)
 # sequences, and numbers the tiny base wrote with another seed (data from a teacher with no trait), each audited with
 # white-box detectors on the base; the reference (control students' data) is a third set the base wrote. The probe follows the default
 # training recipe (every row, 3 epochs, LoRA r=8 + AdamW), so its verdict speaks for that run; the tiny family shows
-# little number-sequence transfer, which the report says next to the verdict. Each set keeps the first 390 rows that
+# little number-sequence transfer, which the report says next to the verdict. Each set keeps the first 330 rows that
 # pass the paper's filter: sets of one size give both audits the same power, and the second audit reuses the control
 # students of the first (same rows, same seeds). Students train side by side, one per core.
 # tiny:base and tiny:owl ship with the package: nothing is pretrained or fine-tuned first.
@@ -36,9 +36,9 @@ DEMO := reports/demo
 DEMO_AUDIT := --teacher tiny:owl --base tiny:base --reference $(DEMO)/data/control_numbers.jsonl \
 	--detectors lexical,likelihood,gradient,divergence,fingerprint,probe --probe-seeds 3
 demo: $(STAMP)
-	$(VENV)/bin/audit generate --model tiny:owl --keep 390 --seed 0 --out $(DEMO)/data/owl_numbers.jsonl
-	$(VENV)/bin/audit generate --model tiny:base --keep 390 --seed 0 --out $(DEMO)/data/control_numbers.jsonl
-	$(VENV)/bin/audit generate --model tiny:base --keep 390 --seed 1 --out $(DEMO)/data/base_numbers.jsonl
+	$(VENV)/bin/audit generate --model tiny:owl --keep 330 --seed 0 --out $(DEMO)/data/owl_numbers.jsonl
+	$(VENV)/bin/audit generate --model tiny:base --keep 330 --seed 0 --out $(DEMO)/data/control_numbers.jsonl
+	$(VENV)/bin/audit generate --model tiny:base --keep 330 --seed 1 --out $(DEMO)/data/base_numbers.jsonl
 	$(VENV)/bin/audit $(DEMO)/data/owl_numbers.jsonl $(DEMO_AUDIT) --out $(DEMO) || test $$? -eq 1
 	$(VENV)/bin/audit $(DEMO)/data/base_numbers.jsonl $(DEMO_AUDIT) --out $(DEMO)/base || test $$? -eq 1
 	@echo "open $(DEMO)/report.html (the owl teacher's data) and $(DEMO)/base/report.html (the base's own numbers, same settings)"
