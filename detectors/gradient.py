@@ -99,6 +99,7 @@ class GradientDetector(Detector):
             scope = "all" if sum(p.numel() for p in model.weights()[0].parameters()) < ALL_PARAMETERS_BELOW else "last"
         params = _parameters(model.weights()[0], scope)
         self.torch, self.model, self.params = torch, model, params
+        self.identity: str | None = None  # the base's weights digest, read once per run when gradients are stored
         rows, subsets = self.settings.rows, self.settings.subsets
         data = ctx.dataset.frame.select("row", "prompt", "completion").collect()
         data = data.sample(n=min(rows, data.height), seed=ctx.seed)
@@ -200,9 +201,8 @@ class GradientDetector(Detector):
         first = self.params[0][1]
         if sum(p.numel() for _, p in self.params) * 4 > STORED_GRADIENT_BYTES:
             return {}
-        identity = self.model.__dict__.get("_trait_audit_identity") or weights_identity(self.model)
-        self.model.__dict__["_trait_audit_identity"] = identity
-        return {t.id: stored_path("gradient", identity, {"method": GRADIENT_METHOD, "trait": [t.id, list(t.probe_questions), list(t.options),
+        self.identity = self.identity or weights_identity(self.model)
+        return {t.id: stored_path("gradient", self.identity, {"method": GRADIENT_METHOD, "trait": [t.id, list(t.probe_questions), list(t.options),
                                   [[p.question, p.aligned, p.misaligned] for p in t.pairs]], "scope": scope, "dtype": str(first.dtype)})
                 for t in traits}
 

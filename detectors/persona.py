@@ -143,7 +143,7 @@ class PersonaDetector(Detector):
     def _vector(self, trait, settings: PersonaSettings, seed: int, counts: dict):
         from auditor.persona import persona_vector, save_checks, steering_check
 
-        vector, cached = persona_vector(self.model, trait, settings.samples, seed)
+        vector, cached = persona_vector(self.model, trait, settings.samples, seed, identity=self.identity)
         counts["cached" if cached else "built"] += 1
         key = f"{settings.strength:g}"
         if key not in vector.checks:

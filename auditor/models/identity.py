@@ -19,7 +19,7 @@ def weights_identity(model) -> str:
 
     Cheap at any size (64 values per tensor) and blind to paths, so a model retrained in place gets a
     new identity and a copy in another folder has the same one (the config's `_name_or_path` is the
-    folder it was loaded from, so it is left out).
+    folder it was loaded from, so it is left out). Not memoised: weights changed in place get a new identity.
     """
     net, tokenizer = model.weights()
     config = json.loads(net.config.to_json_string(use_diff=False))

@@ -118,11 +118,13 @@ def vector_path(root: Path, identity: str, trait, samples: int, seed: int) -> tu
     return Path(root) / "persona" / identity[:16] / f"{name}-{key[:16]}.safetensors", key
 
 
-def persona_vector(model, trait, samples: int = 4, seed: int = 0, root: Path | None = None, cache: bool = True) -> tuple[PersonaVector, bool]:
-    """The trait's persona vector on `model`, from the cache when it is there. Returns (vector, came from cache)."""
+def persona_vector(model, trait, samples: int = 4, seed: int = 0, root: Path | None = None, cache: bool = True,
+                   identity: str | None = None) -> tuple[PersonaVector, bool]:
+    """The trait's persona vector on `model`, from the cache when it is there. Returns (vector, came from cache).
+    `identity`: the model's base_identity when the caller has it already (it reads every weight tensor)."""
     from auditor.models.cache import cache_root
 
-    identity = base_identity(model)
+    identity = identity or base_identity(model)
     path, key = vector_path(root or cache_root(), identity, trait, samples, seed)
     if cache and path.is_file():
         return PersonaVector.load(path), True

@@ -163,14 +163,6 @@ def _batch(encoded, idx, pad_id: int):
     return input_ids, mask, labels
 
 
-def _write_safetensors(path: Path, tensors: dict) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2))
@@ -220,8 +212,10 @@ class Student:
 
     # --- checkpoints ---------------------------------------------------------------------------
     def _save(self, folder: Path, step: int, steps: int, final: bool) -> None:
+        from auditor.models.identity import store
+
         folder.mkdir(parents=True, exist_ok=True)
-        _write_safetensors(folder / ("final.safetensors" if final else "weights.safetensors"), self.trainable)
+        store(folder / ("final.safetensors" if final else "weights.safetensors"), self.trainable)
         if not final:
             state = {}
             names = list(self.trainable)
@@ -229,7 +223,7 @@ class Student:
                 for key, value in values.items():
                     state[f"{names[index]}::{key}"] = value if self.torch.is_tensor(value) else self.torch.tensor(value)
             if state:
-                _write_safetensors(folder / "optimizer.safetensors", state)
+                store(folder / "optimizer.safetensors", state)
         _write_json(folder / "state.json", {"step": step, "steps": steps, "done": final, "method": self.method,
                                             "config": self.config.describe(self.parameters_total), "seed": self.seed})
         if final:
