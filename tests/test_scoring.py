@@ -187,3 +187,15 @@ def test_independent_work_runs_side_by_side_only_on_separate_accelerators():
     for devices in (["cpu", "cpu"], ["cuda:0", "cuda:0"], ["cpu", "cuda:0"]):
         tasks, started = task_pair()
         assert side_by_side(tasks, devices) == ["teacher", "base"] and set(started) == {threading.main_thread().name}
+
+
+def test_twins_share_the_loaded_weights_scorer_and_a_student_gets_its_own(tiny_folder):
+    import copy as copying
+
+    base = load_model(parse_ref(str(tiny_folder)), Placement("cpu", "fp32"))
+    teacher = base.with_system(parse_ref(str(tiny_folder), "You love owls."))
+    assert teacher.scorer() is base.scorer(), "a system prompt changes no weights: one scorer (and one set of replicas)"
+    student = copying.copy(base)
+    student.model = copying.deepcopy(base.model)  # what a probe student's as_model() does
+    own = student.scorer()
+    assert own is not base.scorer() and [lm.model for lm in own.lms] == [student.model], "no replicas loaded from the base's files"

@@ -18,6 +18,7 @@ import copy
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -176,7 +177,9 @@ class Prepared:
     starts: list[int]
     targets: list[list[int]]
 
+    @cached_property
     def pairs_of_run(self) -> list[list[int]]:
+        """The pairs each run scores (computed once: every batch of a scoring pass reads it)."""
         out: list[list[int]] = [[] for _ in self.runs]
         for pair, run in enumerate(self.run_of):
             out[run].append(pair)
@@ -291,7 +294,7 @@ class Scorer:
             cache.batch_repeat_interleave(len(runs))
         states, _ = lm.hidden(ids.to(device), mask.to(device), cache=cache)
         self._counted(int(mask[:, shared:].sum()))
-        by_run = prep.pairs_of_run()
+        by_run = prep.pairs_of_run
         read = [(i, pair) for i, r in enumerate(runs) for pair in by_run[r]]
         index_rows = torch.cat([torch.full((len(prep.targets[p]),), i, dtype=torch.long) for i, p in read])
         index_pos = torch.cat([torch.arange(prep.starts[p], prep.starts[p] + len(prep.targets[p])) for _, p in read])

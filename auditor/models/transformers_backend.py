@@ -54,7 +54,7 @@ class TransformersModel(Model):
         default = 2048 if self.device == "cpu" else 16384
         self.batch_tokens = (memory.batch_tokens if memory is not None else 0) or default
         self.grad_batch_tokens = (memory.grad_batch_tokens if memory is not None and memory.batch_tokens else 0) or min(default, 2048)
-        self._scorer = None
+        self._own_weights, self._shared_scorer, self._scorer = self.model, [], None
 
     @classmethod
     def from_parts(cls, ref: ModelRef, model, tokenizer, dtype: str = "fp32") -> TransformersModel:
@@ -66,7 +66,8 @@ class TransformersModel(Model):
         self.torch, self.model, self.tokenizer, self.dtype, self.memory = torch, model.eval(), tokenizer, dtype, None
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.batch_size, self.source, self.spare_devices, self._scorer = 16, "(in memory)", [], None
+        self.batch_size, self.source, self.spare_devices = 16, "(in memory)", []
+        self._own_weights, self._shared_scorer, self._scorer = self.model, [], None
         self.device = str(model.get_input_embeddings().weight.device)
         self.batch_tokens = 2048 if self.device == "cpu" else 16384
         self.grad_batch_tokens = 2048
@@ -110,12 +111,20 @@ class TransformersModel(Model):
 
     # --- log-probabilities -------------------------------------------------------------------
     def scorer(self):
-        """The batched scorer (auditor.models.scoring) over this model and, with spare GPUs, replicas on them. A twin with
-        other weights (a probe student made from this model) gets its own."""
-        if self._scorer is None or self._scorer.lms[0].model is not self.model:
-            from auditor.models.scoring import Scorer
+        """The batched scorer (auditor.models.scoring) over this model and, with spare GPUs, replicas on them.
 
-            self._scorer = Scorer([self.model, *self._replicas()], self.tokenizer.pad_token_id, self.batch_tokens, self.grad_batch_tokens)
+        The loaded weights have one scorer, shared by every twin that only adds a system prompt (`_shared_scorer` is the
+        same list in shallow copies). A twin with other weights (a probe student made from this model) gets its own,
+        without replicas: they are loaded from `source`, which holds the loaded weights, not the student's."""
+        from auditor.models.scoring import Scorer
+
+        if self.model is self._own_weights:
+            if not self._shared_scorer:
+                self._shared_scorer.append(Scorer([self.model, *self._replicas()], self.tokenizer.pad_token_id, self.batch_tokens,
+                                                  self.grad_batch_tokens))
+            return self._shared_scorer[0]
+        if self._scorer is None or self._scorer.lms[0].model is not self.model:
+            self._scorer = Scorer([self.model], self.tokenizer.pad_token_id, self.batch_tokens, self.grad_batch_tokens)
         return self._scorer
 
     def _replicas(self) -> list:
