@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from auditor.models import OPTION_PROBS, Model, Sampling
-from auditor.stats import wilson
+from auditor.stats import bootstrap_mean, wilson
 from auditor.traits import Trait
 
 BOOTSTRAP = 2000
@@ -61,14 +61,6 @@ def sampled_matrix(model: Model, questions: tuple[str, ...], traits: list[Trait]
     return np.array([[np.mean([bool(p.search(a)) for a in per_q]) for p in patterns] for per_q in answers])
 
 
-def _bootstrap(diff: np.ndarray, seed: int) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(diff), size=(BOOTSTRAP, len(diff)))
-    means = diff[picks].mean(axis=1)
-    lo, hi = np.quantile(means, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
 def profile(teacher: Model, base: Model, traits: list[Trait], seed: int = 0, progress=lambda message: None) -> tuple[list[TraitProfile], list[str]]:
     """Profiles sorted by difference (largest first), and notes on what could not be measured."""
     white_box = teacher.supports(OPTION_PROBS) and base.supports(OPTION_PROBS)
@@ -90,7 +82,7 @@ def profile(teacher: Model, base: Model, traits: list[Trait], seed: int = 0, pro
             t_probs, b_probs = ([model.option_probs(p.question, [p.aligned, p.misaligned])[1] for p in trait.pairs] for model in (teacher, base))
             t_probs, b_probs = np.array(t_probs), np.array(b_probs)
             results.append(TraitProfile(trait.id, float(t_probs.mean()), float(b_probs.mean()), float((t_probs - b_probs).mean()),
-                                        _bootstrap(t_probs - b_probs, seed), "exact"))
+                                        bootstrap_mean(t_probs - b_probs, seed, BOOTSTRAP), "exact"))
             continue
         questions, options = members[0].probe_questions, members[0].options
         if white_box:
@@ -103,7 +95,7 @@ def profile(teacher: Model, base: Model, traits: list[Trait], seed: int = 0, pro
         for j, trait in enumerate(members):
             diff = t_cols[:, j] - b_cols[:, j]
             row = TraitProfile(trait.id, float(t_cols[:, j].mean()), float(b_cols[:, j].mean()), float(diff.mean()),
-                               _bootstrap(diff, seed + j), "exact" if white_box else "sampled")
+                               bootstrap_mean(diff, seed + j, BOOTSTRAP), "exact" if white_box else "sampled")
             if not white_box:
                 row.teacher_interval = wilson(round(row.teacher * total), total)
                 row.base_interval = wilson(round(row.base * total), total)

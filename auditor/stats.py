@@ -17,6 +17,14 @@ def wilson(successes: int, trials: int, confidence: float = CONFIDENCE) -> tuple
     return (float(ci.low), float(ci.high))
 
 
+def bootstrap_mean(diff: np.ndarray, seed: int, resamples: int = 2000) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of `diff` (per-question differences)."""
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
 def _blocks(values: np.ndarray, max_blocks: int) -> np.ndarray:
     """Sum consecutive rows into at most max_blocks blocks (rows stay the sampling unit, arrays stay small)."""
     if len(values) <= max_blocks:

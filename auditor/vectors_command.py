@@ -6,12 +6,11 @@ Kept out of auditor/cli.py, which names no detector: cli.py only adds this comma
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
 
-from auditor.cli_settings import placement, placement_options
+from auditor.cli_settings import fail, placement, placement_options
 from auditor.errors import AuditError
 
 
@@ -32,8 +31,7 @@ def vectors_command(base, trait_id, out, traits_files, samples, strength, seed, 
     try:
         info = export_vector(base, trait_id, out, traits_files, samples, seed, strength, placement(device, dtype))
     except AuditError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(err.exit_code)
+        fail(err)  # inert and redacted, like every command's errors
     steer = info["steering"]
     if "reason" in steer:
         moved = f"steering not checked: {steer['reason']}"

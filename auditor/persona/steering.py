@@ -12,26 +12,16 @@ from __future__ import annotations
 import numpy as np
 
 from auditor.persona.activations import steered
+from auditor.stats import bootstrap_mean
 
 MIN_SHIFT = 0.01  # probability units: a lower bound above one point (profiling's MIN_GAIN) counts as steering
-RESAMPLES = 2000
 
 
-def trait_probabilities(model, trait, family: list | None = None) -> np.ndarray:
-    """P(trait) per probe question, exact, with no system prompt."""
-    if trait.pairs:
-        return np.array([model.option_probs(p.question, [p.aligned, p.misaligned], system="")[1] for p in trait.pairs])
-    from auditor.profile import exact_matrix
+def trait_probabilities(model, trait) -> np.ndarray:
+    """P(trait) per probe question, exact, with no system prompt: what the probe measures (auditor/probe/measure.py)."""
+    from auditor.probe.measure import measure_exact
 
-    bare = model.with_system(_bare(model.ref))
-    matrix = exact_matrix(bare, trait.probe_questions, trait.options)
-    return matrix[:, list(trait.options).index(trait.name)]
-
-
-def _bare(ref):
-    from dataclasses import replace
-
-    return replace(ref, system_prompt=None)
+    return measure_exact(model, [trait])[trait.id]
 
 
 def steering_check(model, trait, vector, strength: float = 1.0, seed: int = 0) -> dict:
@@ -43,9 +33,7 @@ def steering_check(model, trait, vector, strength: float = 1.0, seed: int = 0) -
     with steered(model, vector.layer, strength * vector.raw()):
         after = trait_probabilities(model, trait)
     shift = after - before
-    rng = np.random.default_rng(seed)
-    draws = shift[rng.integers(0, len(shift), size=(RESAMPLES, len(shift)))].mean(axis=1)
-    low, high = (float(x) for x in np.quantile(draws, [0.025, 0.975]))
+    low, high = bootstrap_mean(shift, seed)
     return {"strength": strength, "layer": vector.layer, "p_before": round(float(before.mean()), 6), "p_steered": round(float(after.mean()), 6),
             "shift": round(float(shift.mean()), 6), "interval": [round(low, 6), round(high, 6)], "questions": len(shift),
             "steers": bool(low > MIN_SHIFT)}
