@@ -1,7 +1,7 @@
 """The persona detector on tiny models, where the answer is known by construction (CPU, about 20 s).
 
 1. The tiny family's test base (it barely reads system prompts): its owl vector's steering check.
-2. The planted-entanglement model of tests/persona_tiny.py: number sets written under the owl prompt,
+2. The planted-entanglement model of tests/planted_persona.py: number sets written under the owl prompt,
    without a prompt (control) and a reference from another seed, the same sets said in a sentence
    (free-text chat rows), each audited with the persona detector in both modes against the reference.
    Printed: the standardised projection difference with its interval and level, the raw projection's
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TRAIT_AUDIT_CACHE", str(work / "cache"))  # vectors and base answers start cold
     os.environ["TRAIT_AUDIT_TINY_PROFILE"] = "test"
 
-    from persona_tiny import build_entangled_owl
+    from planted_persona import build_entangled_owl
 
     from auditor.dataset import load_dataset
     from auditor.generate import generate_numbers

@@ -1,7 +1,7 @@
 """The persona-vector detector (issue 14) on tiny models.
 
 Positive case: a test model in which, by construction, numbers written under the owl prompt carry the owl
-direction (tests/persona_tiny.py). Natural negative case: the tiny family's test base, which barely reads
+direction (tests/planted_persona.py). Natural negative case: the tiny family's test base, which barely reads
 system prompts, so its owl vector does not steer and the detector must set no level.
 """
 
@@ -31,7 +31,7 @@ def env(tiny_cache):
 @pytest.fixture(scope="module")
 def entangled(env, tmp_path_factory):
     """The planted-entanglement model and three number sets from it: owl-prompted, control, reference."""
-    from persona_tiny import build_entangled_owl
+    from planted_persona import build_entangled_owl
 
     from auditor.traits import load_catalog
 

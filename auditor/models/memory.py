@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from auditor.errors import AuditError
 from auditor.models.device import DTYPE_BYTES, Hardware, Resolved, gib
+from auditor.models.scoring import LOGIT_CHUNK
 
 HEADROOM = 0.9  # share of free memory a plan may use (allocator fragmentation, CUDA context, the rest of the process)
-LOGIT_CHUNK = 1024  # positions per chunk of the output head when scoring (auditor/models/scoring.py)
 BATCH_TOKENS = {"cpu": 2048, "accelerator": 16384}  # the token budget's ceiling per device kind
 MIN_BATCH_TOKENS = 256  # the smallest batch a plan must leave room for
 

@@ -22,7 +22,7 @@ from functools import cached_property
 
 import numpy as np
 
-LOGIT_CHUNK = 1024  # positions per head chunk (memory.LOGIT_CHUNK plans for it)
+LOGIT_CHUNK = 1024  # positions per head chunk (auditor/models/memory.py plans the working set for it)
 MIN_SHARED_PREFIX = 8  # tokens: a shorter common prefix is not worth a cache
 
 

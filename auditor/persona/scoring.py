@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from auditor.persona.activations import last_prompt_states, response_means
+from auditor.persona.activations import response_means
 
 BASE_ANSWER_TOKENS = 48  # as the likelihood detector's base answers
 
@@ -20,12 +20,6 @@ BASE_ANSWER_TOKENS = 48  # as the likelihood detector's base answers
 def projections(model, vector, prompts: list[str], completions: list[str]) -> np.ndarray:
     """Each row's response activations at the vector's layer, projected on the unit vector."""
     acts = response_means(model, prompts, completions, "", [vector.layer])[:, 0]
-    return acts @ vector.unit()
-
-
-def prompt_projections(model, vector, prompts: list[str]) -> np.ndarray:
-    """The last prompt token's activation at the vector's layer, projected on the unit vector."""
-    acts = last_prompt_states(model, prompts, "", [vector.layer])[:, 0]
     return acts @ vector.unit()
 
 

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from auditor.probe.recipe import DEFAULT_LR
+
 # peft reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model: a notice to peft's authors,
 # not to anyone running an audit (a module-level filter: catch_warnings is not thread-safe, and students build in threads)
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 _INIT_LOCK = threading.Lock()  # the adapter's init draws from torch's global RNG: one student seeds and builds at a time
 FULL_BELOW = 20_000_000  # parameters: smaller models are fully fine-tuned under method "auto"
-DEFAULT_LR = {"adamw": 2e-4, "sgd": 5e-2}
 
 
 @dataclass(frozen=True)
