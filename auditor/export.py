@@ -39,7 +39,8 @@ PAIRS = Layout("prompt/completion", completion="completion", prompt="prompt")
 def export_clean(dataset, spool, out: Path) -> dict:
     out = Path(out)
     refuse_overwrites({"DATA": dataset.path}, {"--export-clean": out})
-    drop = _rows_to_drop(dataset, spool)
+    dropped = spool.dropped_keys().collect(engine="streaming").lazy()  # two 8-byte keys per dropped row: read the spool once
+    drop = _rows_to_drop(dataset, dropped)
     lines = dataset.format in ("jsonl", "jsonl.gz")
     scratch = spool.scratch("export")
     compress = out.suffix.lower() == ".gz"
@@ -52,7 +53,7 @@ def export_clean(dataset, spool, out: Path) -> dict:
             kept = _copy_lines(dataset, drop, writer) if lines else _write_pairs(dataset, drop, writer, scratch)
             handle.flush()
             os.fsync(handle.fileno())
-        _verify(plain, writer.sha256, kept, dataset.layout if lines else PAIRS, spool)
+        _verify(plain, writer.sha256, kept, dataset.layout if lines else PAIRS, dropped)
         final = _gzip(plain, out, writer.sha256) if compress else plain
         os.replace(final, out)
         tempfiles.unregister(final)  # renamed into place
@@ -79,9 +80,8 @@ def _stage(folder: Path, name: str) -> str:
     return tmp
 
 
-def _rows_to_drop(dataset, spool) -> np.ndarray:
+def _rows_to_drop(dataset, keys: pl.LazyFrame) -> np.ndarray:
     """Sorted row numbers whose digest a dropped flag carries."""
-    keys = spool.dropped_keys()
     rows = (dataset.with_digest().select("row", *digest_key()).join(keys, on=["_k0", "_k1"], how="semi")
             .select(pl.col("row").cast(pl.Int64)).collect(engine="streaming"))
     return np.sort(rows["row"].to_numpy())
@@ -162,7 +162,7 @@ def _write_pairs(dataset, drop: np.ndarray, writer: _HashingWriter, scratch: Pat
     return kept
 
 
-def _verify(plain: str, sha256: str, kept: int, layout: Layout, spool) -> None:
+def _verify(plain: str, sha256: str, kept: int, layout: Layout, dropped: pl.LazyFrame) -> None:
     """Re-read the staged output: the bytes written, the rows kept, no dropped digest."""
     digest = hashlib.sha256()
     with open(plain, "rb") as handle:
@@ -173,7 +173,7 @@ def _verify(plain: str, sha256: str, kept: int, layout: Layout, spool) -> None:
     raw = readers.read_jsonl(Path(plain), None, None, 0, layout=layout)
     rows = normalise(raw.frame, layout).with_columns(digest_expr().alias("digest")).select(*digest_key())
     found = rows.select(pl.len()).collect(engine="streaming").item()
-    leaked = rows.join(spool.dropped_keys(), on=["_k0", "_k1"], how="semi").select(pl.len()).collect(engine="streaming").item()
+    leaked = rows.join(dropped, on=["_k0", "_k1"], how="semi").select(pl.len()).collect(engine="streaming").item()
     if found != kept or leaked:
         raise InternalError(f"the clean export did not verify ({found} rows read back, {kept} written, {leaked} flagged rows); nothing was renamed")
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["num", "signed", "interval", "p_value", "one_sided_p", "auc_note"]
+__all__ = ["finite", "num", "signed", "interval", "p_value", "one_sided_p", "auc_note"]
 
 
-def _finite(v: Any) -> float | None:
+def finite(v: Any) -> float | None:
+    """`v` as a float when it is a finite number (not a bool), else None."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     v = float(v)
@@ -29,7 +30,7 @@ def _finite(v: Any) -> float | None:
 def num(v: Any, sign: bool = False, group: bool = True) -> str:
     """3 significant digits (whole numbers from 100 up); `sign` puts "+" before positive values; `group` adds
     thousands separators (off inside "a, b" lists, where they would be ambiguous)."""
-    x = _finite(v)
+    x = finite(v)
     if x is None:
         return "—" if v is None else str(v)
     plus = "+" if sign and x > 0 else ""
@@ -64,7 +65,7 @@ def interval(iv: Any, sign: bool = False) -> str:
 
 def p_value(p: Any) -> str:
     """ "p < 0.001" or "p = 0.37"; a p-value that would round to 1 is "p > 0.99"."""
-    x = _finite(p)
+    x = finite(p)
     if x is None:
         return "p = —"
     if x < 0.001:
@@ -80,16 +81,16 @@ def one_sided_p(p_toward: Any, iv: Any) -> str:
     When the interval lies wholly below zero the data moved away from the trait: that is what is said, with the
     p-value of a shift in that direction (1 - p), instead of a p-value near 1 that reads as "nothing".
     """
-    x = _finite(p_toward)
-    if isinstance(iv, (list, tuple)) and len(iv) == 2 and _finite(iv[1]) is not None and iv[1] < 0 and x is not None:
+    x = finite(p_toward)
+    if isinstance(iv, (list, tuple)) and len(iv) == 2 and finite(iv[1]) is not None and iv[1] < 0 and x is not None:
         return f"a significant shift away from the trait ({p_value(1 - x)} for a shift away)"
     return f"one-sided {p_value(p_toward)}"
 
 
 def auc_note(auc: Any, iv: Any) -> str:
     """What a cross-validated two-sample AUC says, in words."""
-    low = _finite(iv[0]) if isinstance(iv, (list, tuple)) and len(iv) == 2 else None
-    high = _finite(iv[1]) if isinstance(iv, (list, tuple)) and len(iv) == 2 else None
+    low = finite(iv[0]) if isinstance(iv, (list, tuple)) and len(iv) == 2 else None
+    high = finite(iv[1]) if isinstance(iv, (list, tuple)) and len(iv) == 2 else None
     if low is not None and low > 0.5:
         return "the classifier tells them apart: the teacher's outputs differ from the reference"
     if high is not None and high < 0.5:

@@ -24,8 +24,8 @@ from typing import Any
 
 from markupsafe import Markup
 
+from auditor.numbers import finite, num, signed
 from auditor.numbers import interval as fmt_interval
-from auditor.numbers import num, signed
 
 __all__ = ["CHART_KINDS", "find_charts", "render_chart", "interval_chart", "histogram_chart_svg", "profile_chart"]
 
@@ -36,13 +36,6 @@ MAX_BINS = 200
 MAX_SERIES = 4
 
 W = 640  # viewBox width
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
 
 
 def _f(v: float) -> str:
@@ -85,11 +78,11 @@ def interval_chart(items: Sequence[Mapping[str, Any]], x: str = "", zero: bool =
     """
     rows = []
     for it in list(items)[:MAX_ITEMS]:
-        value = _num(it.get("value"))
+        value = finite(it.get("value"))
         iv = it.get("interval")
         lo = hi = None
         if isinstance(iv, (list, tuple)) and len(iv) == 2:
-            lo, hi = _num(iv[0]), _num(iv[1])
+            lo, hi = finite(iv[0]), finite(iv[1])
         if value is None and (lo is None or hi is None):
             continue
         rows.append((it.get("label"), value, lo, hi, it.get("level")))
@@ -131,7 +124,7 @@ def interval_chart(items: Sequence[Mapping[str, Any]], x: str = "", zero: bool =
 
 def histogram_chart_svg(chart: Mapping[str, Any]) -> Markup | None:
     """Overlaid histograms on shared edges (``{"edges", "series": {label: counts}}``), as densities."""
-    edges = [_num(e) for e in chart.get("edges") or ()][: MAX_BINS + 1]
+    edges = [finite(e) for e in chart.get("edges") or ()][: MAX_BINS + 1]
     if len(edges) < 2 or any(e is None for e in edges) or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
         return None
     n = len(edges) - 1
@@ -142,7 +135,7 @@ def histogram_chart_svg(chart: Mapping[str, Any]) -> Markup | None:
     for label, counts in list(raw.items())[:MAX_SERIES]:
         if not isinstance(counts, (list, tuple)) or len(counts) < n:
             continue
-        vals = [_num(c) or 0.0 for c in counts[:n]]
+        vals = [finite(c) or 0.0 for c in counts[:n]]
         vals = [max(0.0, v) for v in vals]
         total = sum(vals)
         if total <= 0:
@@ -207,10 +200,10 @@ def profile_chart(rows: Sequence[Mapping[str, Any]]) -> Markup | None:
     """Teacher vs base per trait (dumbbell, 0..1) with the difference and its interval as text."""
     items = []
     for r in list(rows)[:MAX_ITEMS]:
-        t, b = _num(r.get("teacher")), _num(r.get("base"))
+        t, b = finite(r.get("teacher")), finite(r.get("base"))
         if t is None or b is None:
             continue
-        items.append((r.get("id"), t, b, _num(r.get("difference")), r.get("interval")))
+        items.append((r.get("id"), t, b, finite(r.get("difference")), r.get("interval")))
     if not items:
         return None
     left, right, top, rh = 150, W - 235, 22, 18  # the right margin holds "+0.0312 [+7.38e-27, +0.0583]"
@@ -232,7 +225,7 @@ def profile_chart(rows: Sequence[Mapping[str, Any]]) -> Markup | None:
     for i, (label, t, b, diff, iv) in enumerate(items):
         y = top + rh * i + rh / 2
         d = signed(diff) if diff is not None else "—"
-        if isinstance(iv, (list, tuple)) and len(iv) == 2 and _num(iv[0]) is not None and _num(iv[1]) is not None:
+        if isinstance(iv, (list, tuple)) and len(iv) == 2 and finite(iv[0]) is not None and finite(iv[1]) is not None:
             d += f" {fmt_interval(iv, sign=True)}"
         body.append(Markup('<text class="lb" x="{}" y="{}" text-anchor="end">{}</text>'
                            '<g><title>{}</title><line class="db" x1="{}" x2="{}" y1="{}" y2="{}"/>'

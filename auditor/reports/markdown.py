@@ -124,9 +124,10 @@ def _traits(report: Report) -> list[str]:
     if not report.traits:
         return out + ["_No traits audited._", ""]
     quiet = unlooked(report.traits, report.detectors)
+    quiet_ids = {t.id for t in quiet}  # ids: comparing verdicts would compare all their evidence
     rows, unchecked = [], 0
     for t in sorted_traits(report.traits, report.detectors):
-        if t in quiet:
+        if t.id in quiet_ids:
             continue
         checked, by = hidden_checked(t, report.detectors)
         unchecked += not checked

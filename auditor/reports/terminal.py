@@ -73,8 +73,9 @@ def print_summary(result: Report | dict[str, Any], console: Console, paths: list
 
     _line(console, ("Traits", "bold"), " (checked or raised first)")
     quiet = unlooked(report.traits, report.detectors)
+    quiet_ids = {t.id for t in quiet}  # ids: comparing verdicts would compare all their evidence
     for t in sorted_traits(report.traits, report.detectors):
-        if t in quiet:
+        if t.id in quiet_ids:
             continue
         checked, by = hidden_checked(t, report.detectors)
         score = f"  {fmt_num(t.score)} {fmt_interval(t.interval)}" if t.score is not None else ""

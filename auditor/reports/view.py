@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from auditor import numbers
+from auditor.numbers import finite
 from auditor.result import DetectorRun, Flag, Level, Report, TraitVerdict
 
 HIDDEN_NOT_CHECKED = "only content detectors ran: a silent content check does not clear hidden transfer"
@@ -84,13 +85,6 @@ def fmt_value(v: Any, depth: int = 0, limit: int = 400) -> str:
             parts.append(f"… +{len(v) - 12} more")
         return clip("[" + ", ".join(parts) + "]", limit)
     return clip(str(v), limit)
-
-
-def finite(v: Any) -> float | None:
-    """`v` as a float when it is a finite number (not a bool), else None."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
 
 
 # --------------------------------------------------------------------------------------------------------------------
