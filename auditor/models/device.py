@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from auditor.errors import UsageError
@@ -157,3 +158,25 @@ def torch_dtype(name: str):
 
 def gib(n: int | float) -> str:
     return f"{n / 2**30:.1f} GiB"
+
+
+def thread_budget(default: int | None = None) -> int:
+    """CPU threads to compute on: TRAIT_AUDIT_THREADS when set, else `default`, else the cores this process may use."""
+    if os.environ.get("TRAIT_AUDIT_THREADS"):
+        return max(1, int(os.environ["TRAIT_AUDIT_THREADS"]))
+    if default is not None:
+        return max(1, default)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextmanager
+def torch_threads(count: int):
+    """Torch's intra-op threads set to `count` for a block (the setting is process-wide), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

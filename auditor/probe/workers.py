@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,37 +58,17 @@ def cpu_workers(setting: int | None, jobs: int, base, config, steps_tokens: int)
     (TRAIT_AUDIT_THREADS caps it), never more than the jobs or than the free memory holds copies of the student
     (auditor/models/memory.py `student_bytes`). Commands run torch on one thread each (OMP_NUM_THREADS=1: spin-waiting
     OpenMP threads are costly on a shared machine), so side-by-side students are how a probe uses the cores."""
-    from auditor.models.device import detect_hardware
+    from auditor.models.device import detect_hardware, thread_budget
     from auditor.models.memory import HEADROOM, student_bytes
 
     module = base.weights()[0]
     if str(next(module.parameters()).device) != "cpu":
         return 1
-    wanted = setting if setting is not None else usable_cores()
+    wanted = setting if setting is not None else thread_budget()
     method = config.resolved_method(sum(p.numel() for p in module.parameters()))
     copy = sum(student_bytes(module, method, steps_tokens))
     fits = max(1, int(detect_hardware().free_bytes("cpu") * HEADROOM // max(copy, 1)))
     return max(1, min(wanted, jobs, fits))
-
-
-def usable_cores() -> int:
-    """TRAIT_AUDIT_THREADS when set, else the cores this process may run on."""
-    if os.environ.get("TRAIT_AUDIT_THREADS"):
-        return max(1, int(os.environ["TRAIT_AUDIT_THREADS"]))
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@contextmanager
-def torch_threads(count: int):
-    """Torch's intra-op threads set to `count` for a block (it is process-wide), restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, count))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def train_and_measure(base, config, traits, job: StudentJob, steps: int, workdir: Path, device: str | None = None,
@@ -121,6 +100,8 @@ def run_students(jobs: list[StudentJob], base, config, traits, steps: int, workd
         raise ValueError(f"probe backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if len(devices) <= 1 and workers > 1:
         import torch
+
+        from auditor.models.device import torch_threads
 
         with torch_threads(torch.get_num_threads() // workers), ThreadPoolExecutor(workers, thread_name_prefix="probe-student") as pool:
             return list(pool.map(lambda job: train_and_measure(base, config, traits, job, steps, workdir, None, progress), jobs))

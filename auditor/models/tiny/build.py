@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, replace
@@ -118,19 +117,11 @@ def init_model(profile: TinyProfile, tok, seed: int):
     return model
 
 
-class _threads:
-    """Run a build with the profile's thread count (TRAIT_AUDIT_THREADS overrides), restoring it after."""
+def _threads(profile: TinyProfile):
+    """A build runs on the profile's thread count (TRAIT_AUDIT_THREADS overrides), restored after."""
+    from auditor.models.device import thread_budget, torch_threads
 
-    def __init__(self, profile: TinyProfile):
-        self.want = max(1, int(os.environ.get("TRAIT_AUDIT_THREADS", profile.threads)))
-
-    def __enter__(self):
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.want)
-        return self
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.before)
+    return torch_threads(thread_budget(profile.threads))
 
 
 def save(model, tok, folder: Path, info: dict) -> None:

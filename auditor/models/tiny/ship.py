@@ -105,8 +105,9 @@ def recipe(profile: str, seed: int = SEED) -> dict:
     return json.loads(json.dumps(found))  # as stored (tuples become lists), so a comparison sees values, not types
 
 
-def teacher_recipe(profile: str, name: str, seed: int = SEED) -> dict:
-    """Everything a teacher build adds to its base's recipe: the teacher settings, the fine-tuning rows and the code."""
+def teacher_recipe(profile: str, name: str, seed: int = SEED, base: dict | None = None) -> dict:
+    """Everything a teacher build adds to its base's recipe: the teacher settings, the fine-tuning rows and the code.
+    `base`: the base's recipe when the caller has it (it trains a tokenizer and draws a corpus: seconds)."""
     from auditor.models.tiny import _fields, build, train
     from auditor.models.tiny import corpus as C
     from auditor.models.tiny.build import get_profile, hash_seed
@@ -120,7 +121,7 @@ def teacher_recipe(profile: str, name: str, seed: int = SEED) -> dict:
     for messages in C.favourite_examples(name, n - n_numbers, seed=hash_seed(tag)) + C.number_examples(n_numbers, seed=hash_seed("numbers-" + tag)):
         rows.update(render(messages).encode())
     code = (build.build_teacher, train.encode_examples, train.batch_plan, train.collate, train.answer_logits, train.train)
-    found = {"base": recipe(profile, seed), "teacher": _fields(prof, teacher=True), "name": name, "rows": rows.hexdigest(),
+    found = {"base": base or recipe(profile, seed), "teacher": _fields(prof, teacher=True), "name": name, "rows": rows.hexdigest(),
              "code": _sha256("\n\n".join(_source_without_comments(f) for f in code).encode())}
     return json.loads(json.dumps(found))
 
@@ -134,11 +135,12 @@ def file_digests(folder: Path) -> dict[str, str]:
 def provenance(profile: str) -> dict:
     from importlib.metadata import version
 
-    from auditor.models.tiny.build import _threads, get_profile
+    from auditor.models.device import thread_budget
+    from auditor.models.tiny.build import get_profile
 
     return {"torch": version("torch"), "transformers": version("transformers"), "tokenizers": version("tokenizers"),
             "python": platform.python_version(), "machine": platform.machine(),
-            "threads": _threads(get_profile(profile)).want}
+            "threads": thread_budget(get_profile(profile).threads)}
 
 
 def differences(profile: str) -> list[str]:
@@ -150,13 +152,14 @@ def differences(profile: str) -> list[str]:
         others = sorted(p.name for p in SHIPPED_ROOT.glob(f"*-{profile}-s{SEED}-*")) if SHIPPED_ROOT.is_dir() else []
         hint = f" (shipped: {', '.join(others)}: the family key changed, e.g. the catalog's animals)" if others else ""
         return [f"no shipped base at {folder}{hint}"]
-    found = _compare(folder, recipe(profile), "")
+    base = recipe(profile)
+    found = _compare(folder, base, "")
     for name in SHIPPED_TEACHERS.get(profile, ()):
         teacher = folder.parent / name
         if not (teacher / MARKER).is_file():
             found.append(f"no shipped teacher at {teacher}")
         else:
-            found += _compare(teacher, teacher_recipe(profile, name), f"{name}: ")
+            found += _compare(teacher, teacher_recipe(profile, name, base=base), f"{name}: ")
     return found
 
 
@@ -193,17 +196,18 @@ def ship(profile: str, teachers_only: bool = False) -> Path:
         shutil.rmtree(killed, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".{profile}.tmp-", dir=target.parent.parent))
     try:
+        base = recipe(profile)
         if teachers_only:
-            stale = _compare(target, recipe(profile), "")
+            stale = _compare(target, base, "")
             if stale:
                 raise SystemExit(f"{profile}: the shipped base does not match the code ({'; '.join(stale)}): rebuild it first")
             shutil.copytree(target, work / "base")
         else:
             build_base(work / "base", seed=SEED, profile=profile)
-            _record(work / "base", recipe(profile), profile)
+            _record(work / "base", base, profile)
         for name in SHIPPED_TEACHERS.get(profile, ()):
             build_teacher(work / "base", name, work / name, seed=SEED, profile=profile)
-            _record(work / name, teacher_recipe(profile, name), profile)
+            _record(work / name, teacher_recipe(profile, name, base=base), profile)
         for stale in SHIPPED_ROOT.glob(f"*-{profile}-s{SEED}-*"):  # an older key of this profile (e.g. another catalog digest)
             shutil.rmtree(stale)
         for path in (work, *work.rglob("*")):  # mkdtemp makes 0700; the package's files are plain readable data
