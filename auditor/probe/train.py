@@ -205,6 +205,9 @@ class Student:
             for p in self.module.parameters():
                 p.requires_grad_(True)
         self.trainable = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
+        from auditor.models.scoring import CausalLM
+
+        self.lm = CausalLM(self.module.get_base_model() if self.method == "lora" else self.module)  # LoRA layers sit inside it
         params = list(self.trainable.values())
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=config.learning_rate, momentum=0.0, weight_decay=0.0)
@@ -305,17 +308,12 @@ class Student:
         """Mean cross-entropy of the completion tokens, as the model's own loss computes it, but with the output head
         run only at the positions that predict a completion token: prompts are most of a row's tokens, and their
         logits (vocabulary x positions, in fp32) cost compute and, for a large vocabulary, most of a step's memory.
-        Models whose head does more than a linear map (logit soft-capping, scaling) take their own forward."""
-        torch = self.torch
-        model = self.module.get_base_model() if hasattr(self.module, "get_base_model") else self.module
-        config = model.config
-        if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) or not hasattr(model, "get_decoder"):
-            return self.module(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        The scorer's decoder/head split does it (auditor/models/scoring.py CausalLM: soft-capping and scaling
+        included, checked against the model's own logits; where the split does not hold, the full forward runs)."""
+        states, _ = self.lm.hidden(input_ids, mask)
         targets = labels[:, 1:]
         predicting = targets != -100
-        logits = model.get_output_embeddings()(hidden[:, :-1][predicting]).float()
-        return torch.nn.functional.cross_entropy(logits, targets[predicting])
+        return -self.lm.token_logprobs(states[:, :-1][predicting], targets[predicting]).mean()
 
     def as_model(self):
         """The trained student on the base's Model interface (LoRA merged into a plain model)."""
