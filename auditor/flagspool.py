@@ -82,6 +82,9 @@ class FlagSpool:
                 reader = pa.ipc.open_file(source)
                 for i in range(reader.num_record_batches):
                     batch = pl.from_arrow(reader.get_batch(i))
+                    if not self.accepted:  # no baseline: nothing to join
+                        yield batch.with_columns(pl.lit(False).alias("accepted"))
+                        continue
                     yield (batch.join(keys, on=["detector", "digest", "trait"], how="left", nulls_equal=True, maintain_order="left")
                            .with_columns(pl.col("accepted").fill_null(False)))
 
@@ -98,21 +101,17 @@ class FlagSpool:
         return (flags.join(self._keys().lazy(), on=["detector", "digest", "trait"], how="left", nulls_equal=True, maintain_order="left")
                 .with_columns(pl.col("accepted").fill_null(False)))
 
-    def sample(self, limit: int) -> list[dict]:
-        """At most `limit` flags for the report: trait flags first (they drive verdicts), then by row."""
+    def summary(self, limit: int) -> tuple[list[dict], dict[str, int]]:
+        """In one pass over the flags: at most `limit` of them for the report (trait flags first, as they drive
+        verdicts, then by row) and the counts {total, accepted}."""
         order = [pl.col("trait").is_null(), "row", "detector", "trait", "field"]
-        best = None
+        best, total, accepted = None, 0, 0
         for batch in self.batches():  # the best `limit` so far, merged with one batch at a time: memory stays flat
-            merged = batch if best is None else pl.concat([best, batch], how="vertical_relaxed")
-            best = merged.sort(order, nulls_last=True).head(limit)
-        return [] if best is None else best.to_dicts()
-
-    def counts(self) -> dict[str, int]:
-        total = accepted = 0
-        for batch in self.batches():
             total += batch.height
             accepted += int(batch["accepted"].sum())
-        return {"total": total, "accepted": accepted}
+            merged = batch if best is None else pl.concat([best, batch], how="vertical_relaxed")
+            best = merged.sort(order, nulls_last=True).head(limit)
+        return ([] if best is None else best.to_dicts()), {"total": total, "accepted": accepted}
 
     def stale(self, entries: list[dict]) -> list[dict]:
         """Baseline entries that no flag of this run matches: the row changed or the problem went away."""

@@ -254,7 +254,7 @@ def _assemble_report(opts: AuditOptions, ctx: AuditContext, entries: list[dict],
                                level=Level.parse(e.level)) for e in evidence],
         ))
 
-    shown, counts = spool.sample(MAX_FLAGS_IN_REPORT), spool.counts()
+    shown, counts = spool.summary(MAX_FLAGS_IN_REPORT)
     failed, failing = gate({t.id: t.verdict for t in traits}, opts.fail_on)
     dataset, reference = ctx.dataset, ctx.reference
     report = Report(
