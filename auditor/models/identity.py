@@ -54,15 +54,18 @@ def load_stored(path: Path) -> dict | None:
         return None
 
 
-def store(path: Path, tensors: dict) -> None:
-    """Write atomically (a temporary file renamed into place): a reader sees the whole file or none."""
+def store(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write torch tensors (or numpy arrays) as safetensors, atomically (a temporary file renamed into place): a reader
+    sees the whole file or none."""
+    import torch
     from safetensors.torch import save_file
 
+    tensors = {k: torch.from_numpy(v) if not torch.is_tensor(v) else v for k, v in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +67,7 @@ class PersonaVector:
     # --- files -------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         """safetensors: `vectors` (layers x d, raw), `layers`, `vector` (the chosen layer's unit vector); the rest as metadata."""
-        from safetensors.numpy import save_file
+        from auditor.models.identity import store
 
         tensors = {"vectors": self.vectors.astype(np.float32), "layers": np.array(self.layers, dtype=np.int64),
                    "vector": self.unit().astype(np.float32)}
@@ -77,16 +75,7 @@ class PersonaVector:
                 "base_identity": self.base, "key": self.key, "separation": json.dumps(self.separation),
                 "counts": json.dumps(self.counts), "notes": json.dumps(self.notes), "checks": json.dumps(self.checks),
                 "neutral_system": NEUTRAL_SYSTEM}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        store(Path(path), tensors, metadata=meta)
 
     @classmethod
     def load(cls, path: Path) -> PersonaVector:
