@@ -32,11 +32,8 @@ def vectors_command(base, trait_id, out, traits_files, samples, strength, seed, 
         info = export_vector(base, trait_id, out, traits_files, samples, seed, strength, placement(device, dtype))
     except AuditError as err:
         fail(err)  # inert and redacted, like every command's errors
-    steer = info["steering"]
-    if "reason" in steer:
-        moved = f"steering not checked: {steer['reason']}"
-    else:
-        moved = (f"steering at {steer['strength']:g}x moves P(trait) {steer['p_before']:.3f} -> {steer['p_steered']:.3f} ({steer['shift']:+.3f}, "
-                 f"95% [{steer['interval'][0]:+.3f}, {steer['interval'][1]:+.3f}]){'' if steer['steers'] else ': it does not steer'}")
+    from auditor.persona.steering import steering_words
+
+    moved = steering_words(info["steering"])
     click.echo(f"{info['trait']} on {info['base']}: layer {info['layer']} of {info['layers']}, held-out separation {info['separation']:+.2f} "
                f"(AUROC {info['separation_auroc']:.2f}); {moved}{' (cached)' if info['cached'] else ''} -> {info['out']}")

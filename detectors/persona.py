@@ -73,6 +73,7 @@ class PersonaDetector(Detector):
     def run(self, ctx: AuditContext) -> DetectorResult:
         from auditor.models import WEIGHTS
         from auditor.persona import base_identity
+        from auditor.persona.steering import steering_words
 
         settings = self.settings
         if settings.mode not in ("diff", "prompt"):
@@ -100,9 +101,9 @@ class PersonaDetector(Detector):
             metrics.update(vector=vector.describe(), steering=check)
             if not check["steers"]:
                 evidence.level = None
-                evidence.summary = f"{_steering_words(check)}, so its projections set no level; " + evidence.summary
+                evidence.summary = f"{steering_words(check)}, so its projections set no level; " + evidence.summary
             else:
-                evidence.summary += f"; {_steering_words(check)}"
+                evidence.summary += f"; {steering_words(check)}"
                 flags.append(z_flags(ctx, data, diff, ref_diff, trait=trait.id, threshold=settings.flag_z, cap=settings.flags_per_trait,
                                      reason=_flag_reason))
             result.evidence.append(evidence)
@@ -141,15 +142,11 @@ class PersonaDetector(Detector):
         return answers
 
     def _vector(self, trait, settings: PersonaSettings, seed: int, counts: dict):
-        from auditor.persona import persona_vector, save_checks, steering_check
+        from auditor.persona.vectors import checked_vector
 
-        vector, cached = persona_vector(self.model, trait, settings.samples, seed, identity=self.identity)
+        vector, cached, check = checked_vector(self.model, trait, settings.samples, seed, settings.strength, self.identity)
         counts["cached" if cached else "built"] += 1
-        key = f"{settings.strength:g}"
-        if key not in vector.checks:
-            vector.checks[key] = steering_check(self.model, trait, vector, settings.strength, seed)
-            save_checks(vector)
-        return vector, vector.checks[key]
+        return vector, check
 
     def _acts_at(self, name: str, layer: int) -> np.ndarray:
         """Activations of one text set at one layer. Each distinct (prompt, completion) is run once per layer and
@@ -209,14 +206,6 @@ class PersonaDetector(Detector):
 
 def _flag_reason(difference: float, z: float) -> str:
     return f"projection difference {difference:+.2f} on the persona vector ({z:.1f} reference sds above the reference mean)"
-
-
-def _steering_words(check: dict) -> str:
-    if "reason" in check:
-        return f"the vector's steering cannot be checked ({check['reason']})"
-    moved = (f"P(trait) {check['p_before']:.3f} -> {check['p_steered']:.3f} ({check['shift']:+.3f}, 95% [{check['interval'][0]:+.3f}, "
-             f"{check['interval'][1]:+.3f}]) at {check['strength']:g}x, layer {check['layer']}")
-    return f"the vector steers {moved}" if check["steers"] else f"the vector does not steer the base toward the trait: {moved}"
 
 
 def _sample(frame: pl.LazyFrame, rows: int, seed: int) -> pl.DataFrame:

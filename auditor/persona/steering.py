@@ -37,3 +37,12 @@ def steering_check(model, trait, vector, strength: float = 1.0, seed: int = 0) -
     return {"strength": strength, "layer": vector.layer, "p_before": round(float(before.mean()), 6), "p_steered": round(float(after.mean()), 6),
             "shift": round(float(shift.mean()), 6), "interval": [round(low, 6), round(high, 6)], "questions": len(shift),
             "steers": bool(low > MIN_SHIFT)}
+
+
+def steering_words(check: dict) -> str:
+    """A steering check in a sentence (the report's evidence and `audit vectors` say it alike)."""
+    if "reason" in check:
+        return f"the vector's steering cannot be checked ({check['reason']})"
+    moved = (f"P(trait) {check['p_before']:.3f} -> {check['p_steered']:.3f} ({check['shift']:+.3f}, 95% [{check['interval'][0]:+.3f}, "
+             f"{check['interval'][1]:+.3f}]) at {check['strength']:g}x, layer {check['layer']}")
+    return f"the vector steers {moved}" if check["steers"] else f"the vector does not steer the base toward the trait: {moved}"

@@ -226,7 +226,6 @@ def export_vector(base_ref: str, trait_id: str, out: Path, traits_files=(), samp
     runs; its identity digest reads the loaded weights, so vectors of a bf16 and an fp32 load are cached apart."""
     from auditor.errors import UsageError
     from auditor.models import WEIGHTS, load_model, parse_ref
-    from auditor.persona.steering import steering_check
     from auditor.traits import load_catalog
 
     trait = load_catalog(traits_files).get(trait_id)
@@ -236,10 +235,18 @@ def export_vector(base_ref: str, trait_id: str, out: Path, traits_files=(), samp
     model = load_model(ref, placement)
     if not model.supports(WEIGHTS):
         raise UsageError(f"{ref.ref} exposes no weights")
-    vector, cached = persona_vector(model, trait, samples, seed)
+    vector, cached, check = checked_vector(model, trait, samples, seed, strength)
+    vector.save(Path(out))
+    return {"trait": trait.id, "base": ref.ref, "cached": cached, "out": str(out), **vector.describe(), "steering": check}
+
+
+def checked_vector(model, trait, samples: int, seed: int, strength: float, identity: str | None = None):
+    """(vector, came from cache, its steering check at `strength`): the check is run once and kept with the vector."""
+    from auditor.persona.steering import steering_check
+
+    vector, cached = persona_vector(model, trait, samples, seed, identity=identity)
     key = f"{strength:g}"
     if key not in vector.checks:
         vector.checks[key] = steering_check(model, trait, vector, strength, seed)
         save_checks(vector)
-    vector.save(Path(out))
-    return {"trait": trait.id, "base": ref.ref, "cached": cached, "out": str(out), **vector.describe(), "steering": vector.checks[key]}
+    return vector, cached, vector.checks[key]
