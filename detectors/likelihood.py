@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from auditor.numbers import interval, num, one_sided_p, signed
-from auditor.stats import histogram_chart
+from auditor.stats import histogram_chart, standardised_shift
 from detectors.base import (
     AuditContext,
     Detector,
@@ -113,20 +113,10 @@ class LikelihoodDetector(Detector):
 
     @staticmethod
     def _compare(trait_id: str, shift: np.ndarray, ref_shift: np.ndarray, ref_source: str, seed: int):
-        from scipy import stats  # slow to import: only when a detector runs, never for `audit --help`
-
-        difference = float(shift.mean() - ref_shift.mean())
-        spread = float(np.sqrt((shift.var(ddof=1) + ref_shift.var(ddof=1)) / 2)) or 1e-12
-        rng = np.random.default_rng(seed)
-        boot = stats.bootstrap((shift, ref_shift), lambda a, b, axis: (a.mean(axis) - b.mean(axis)) / spread, n_resamples=RESAMPLES,
-                               vectorized=True, method="percentile", random_state=rng)
-        low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
-        test = stats.permutation_test((shift, ref_shift), lambda a, b, axis: a.mean(axis) - b.mean(axis), n_resamples=RESAMPLES,
-                                      vectorized=True, alternative="greater", random_state=rng)
-        effect = difference / spread
+        difference, effect, (low, high), p = standardised_shift(shift, ref_shift, seed, RESAMPLES)
         level = _levels(low, high)
         summary = (f"rows are {signed(difference)} nats likelier under the trait prompt than {ref_source} "
-                   f"(standardised {signed(effect)}, 95% {interval((low, high), sign=True)}; permutation test: {one_sided_p(test.pvalue, (low, high))})")
+                   f"(standardised {signed(effect)}, 95% {interval((low, high), sign=True)}; permutation test: {one_sided_p(p, (low, high))})")
         metrics = {"mean_shift": float(shift.mean()), "reference_mean_shift": float(ref_shift.mean()), "difference_nats": difference,
-                   "effect": effect, "interval": [low, high], "p_value": float(test.pvalue)}
+                   "effect": effect, "interval": [low, high], "p_value": p}
         return TraitEvidence(trait_id, effect, (low, high), summary, level, kind="likelihood shift"), metrics

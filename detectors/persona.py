@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from auditor.stats import histogram_chart
+from auditor.numbers import interval, num, one_sided_p, signed
+from auditor.stats import histogram_chart, standardised_shift
 from detectors.base import (
     AuditContext,
     Detector,
@@ -178,26 +179,16 @@ class PersonaDetector(Detector):
 
     # --- statistics --------------------------------------------------------------------------
     def _compare(self, trait_id: str, diff, ref_diff, raw, ref_raw, seed: int):
-        from scipy import stats
-
         keep, ref_keep = np.isfinite(diff), np.isfinite(ref_diff)
         diff, ref_diff = diff[keep], ref_diff[ref_keep]
         if len(diff) < 2 or len(ref_diff) < 2:
             raise Skip("fewer than 2 rows with completion tokens on a side")
-        difference = float(diff.mean() - ref_diff.mean())
-        spread = float(np.sqrt((diff.var(ddof=1) + ref_diff.var(ddof=1)) / 2)) or 1e-12
-        rng = np.random.default_rng(seed)
-        boot = stats.bootstrap((diff, ref_diff), lambda a, b, axis: (a.mean(axis) - b.mean(axis)) / spread, n_resamples=2000,
-                               vectorized=True, method="percentile", random_state=rng)
-        low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
-        test = stats.permutation_test((diff, ref_diff), lambda a, b, axis: a.mean(axis) - b.mean(axis), n_resamples=2000,
-                                      vectorized=True, alternative="greater", random_state=rng)
-        effect = difference / spread
+        difference, effect, (low, high), p = standardised_shift(diff, ref_diff, seed)
         raw_effect = float((raw[keep].mean() - ref_raw[ref_keep].mean()) / (np.sqrt((raw[keep].var(ddof=1) + ref_raw[ref_keep].var(ddof=1)) / 2) or 1e-12))
-        summary = (f"rows' projection difference on the persona vector is {difference:+.3f} above the reference's "
-                   f"(standardised {effect:+.2f}, 95% [{low:+.2f}, {high:+.2f}], permutation p={test.pvalue:.3g})")
+        summary = (f"rows' projection difference on the persona vector is {signed(difference)} above the reference's "
+                   f"(standardised {signed(effect)}, 95% {interval((low, high), sign=True)}; permutation test: {one_sided_p(p, (low, high))})")
         metrics = {"mean_difference": float(diff.mean()), "reference_mean_difference": float(ref_diff.mean()), "difference": difference,
-                   "effect": effect, "interval": [low, high], "p_value": float(test.pvalue),
+                   "effect": effect, "interval": [low, high], "p_value": p,
                    "raw_projection": {"data": float(raw[keep].mean()), "reference": float(ref_raw[ref_keep].mean()), "effect": raw_effect,
                                       "note": "for comparison only: a raw projection inverts on filtered data, the difference is the score"},
                    "distribution": histogram_chart({"dataset rows": diff, "reference rows": ref_diff}, "projection difference on the persona vector")}
@@ -205,7 +196,7 @@ class PersonaDetector(Detector):
 
 
 def _flag_reason(difference: float, z: float) -> str:
-    return f"projection difference {difference:+.2f} on the persona vector ({z:.1f} reference sds above the reference mean)"
+    return f"projection difference {signed(difference)} on the persona vector ({num(z)} reference sds above the reference mean)"
 
 
 def _sample(frame: pl.LazyFrame, rows: int, seed: int) -> pl.DataFrame:
