@@ -164,6 +164,12 @@ class Detector(ABC):
 REFERENCE_SOURCE = "the reference dataset"
 
 
+def sample_rows(frame: pl.LazyFrame, rows: int, seed: int) -> pl.DataFrame:
+    """A seeded sample of at most `rows` rows (row, prompt, completion), back in file order."""
+    table = frame.select("row", "prompt", "completion").collect()
+    return table.sample(n=min(rows, table.height), seed=seed).sort("row")
+
+
 def control_rows(ctx: AuditContext, prompts: list[str], rows: int | None, *, base=None, max_new_tokens: int = 48,
                  in_file_order: bool = False, writer: str = "the base") -> tuple[pl.DataFrame, str]:
     """The rows a detector compares the dataset with (prompt, completion), and where they came from, in words.

@@ -28,6 +28,7 @@ from detectors.base import (
     focus_traits,
     load_or_skip,
     missing_focus,
+    sample_rows,
     z_flags,
 )
 from detectors.settings import setting
@@ -79,15 +80,11 @@ class LikelihoodDetector(Detector):
             raise Skip(f"{ctx.base.ref} gives no log-probabilities")
         return model
 
-    def _sample(self, frame: pl.LazyFrame, rows: int, seed: int) -> pl.DataFrame:
-        table = frame.select("row", "prompt", "completion").collect()
-        return table.sample(n=min(rows, table.height), seed=seed).sort("row")
-
     def run(self, ctx: AuditContext) -> DetectorResult:
         model = self._base(ctx)
         traits = focus_traits(ctx)
         rows = self.settings.rows
-        data = self._sample(ctx.dataset.frame, rows, ctx.seed)
+        data = sample_rows(ctx.dataset.frame, rows, ctx.seed)
         prompts, completions = data["prompt"].to_list(), data["completion"].to_list()
         control, ref_source = control_rows(ctx, prompts, rows, base=model, in_file_order=True)
         ref_prompts, ref_completions = control["prompt"].to_list(), control["completion"].to_list()

@@ -39,6 +39,7 @@ from detectors.base import (
     focus_traits,
     load_or_skip,
     missing_focus,
+    sample_rows,
     z_flags,
 )
 from detectors.likelihood import _levels
@@ -84,7 +85,7 @@ class PersonaDetector(Detector):
             raise Skip(f"{ctx.base.ref} exposes no weights")
         clock = _Clock()
         self.model, self.identity = model, base_identity(model)
-        data = _sample(ctx.dataset.frame, settings.rows, ctx.seed)
+        data = sample_rows(ctx.dataset.frame, settings.rows, ctx.seed)
         self.sets = {"data": (data["prompt"].to_list(), data["completion"].to_list())}
         answers = {"cached": 0, "generated": 0}
         with clock("base answers"):
@@ -123,7 +124,7 @@ class PersonaDetector(Detector):
 
         prompts = self.sets["data"][0]
         if ctx.reference is not None:
-            ref = _sample(ctx.reference.frame, settings.rows, ctx.seed + 1)
+            ref = sample_rows(ctx.reference.frame, settings.rows, ctx.seed + 1)
             self.sets["reference"] = (ref["prompt"].to_list(), ref["completion"].to_list())
             self.ref_source = "the reference dataset"
         else:
@@ -197,11 +198,6 @@ class PersonaDetector(Detector):
 
 def _flag_reason(difference: float, z: float) -> str:
     return f"projection difference {signed(difference)} on the persona vector ({num(z)} reference sds above the reference mean)"
-
-
-def _sample(frame: pl.LazyFrame, rows: int, seed: int) -> pl.DataFrame:
-    table = frame.select("row", "prompt", "completion").collect()
-    return table.sample(n=min(rows, table.height), seed=seed).sort("row")
 
 
 class _Clock:
