@@ -29,7 +29,7 @@ def placement_options(func):
 def placement(device: str | None, dtype: str | None):
     from auditor.models import Placement
 
-    return Placement(**{k: v for k, v in (("device", device), ("dtype", dtype)) if v})
+    return Placement.of(device, dtype)
 
 
 def fail(err: AuditError) -> None:

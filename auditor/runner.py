@@ -184,7 +184,7 @@ def run_audit(opts: AuditOptions, progress=lambda message: None, events=None, sp
     # a detector that does not run by default runs when its settings ask for it (e.g. a model is set)
     names += [name for name in DETECTORS.names() if name not in names and DETECTORS.get(name).requested(settings[name])]
     models = _model_roles(detectors)
-    placement = Placement(**{k: v for k, v in (("device", opts.device), ("dtype", opts.dtype)) if v})
+    placement = Placement.of(opts.device, opts.dtype)
     preflight([teacher, base, *models.values()], placement)  # a local model that cannot fit stops the audit here (exit 2), before any work
     baseline = load_baseline(opts.baseline) if opts.baseline else []
     progress(f"reading {opts.data}")

@@ -91,6 +91,11 @@ class Placement:
         if self.dtype not in DTYPE_CHOICES:
             raise UsageError(f"--dtype {self.dtype}: expected one of {', '.join(DTYPE_CHOICES)}")
 
+    @classmethod
+    def of(cls, device: str | None, dtype: str | None) -> Placement:
+        """From options that may be unset: an unset one keeps its default (the environment, else auto)."""
+        return cls(**{k: v for k, v in (("device", device), ("dtype", dtype)) if v})
+
     def resolve(self, hardware: Hardware | None = None) -> Resolved:
         hardware = hardware or detect_hardware()
         devices = resolve_devices(self.device, hardware)
