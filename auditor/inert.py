@@ -6,8 +6,8 @@
 - GitHub Actions reads a log line that starts with `::` (or the older `##[`) as a workflow command
   (`::error::`, `::add-mask::`, `::stop-commands::`...). A zero-width space goes between the two
   characters wherever they occur, so no wrapped or indented line can become one.
-- `rich` markup is escaped by `for_rich`, so "[bold]" or "[/]" in a path prints as written instead of
-  styling the output or crashing it.
+- Data never reaches `rich` markup (the terminal report prints `Text` objects, progress columns take no
+  markup), so "[bold]" or "[/]" in a path prints as written.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from typing import Any
-
-from rich.markup import escape
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"}
 _WORKFLOW = re.compile(r"::|##\[")
@@ -43,19 +41,3 @@ def inert(text: Any, keep_newlines: bool = False) -> str:
     else:
         text = "".join(_escape_char(c) if _unsafe(c) else c for c in text)
     return _WORKFLOW.sub(lambda m: m.group(0)[0] + ZWSP + m.group(0)[1:], text)
-
-
-def for_rich(text: Any) -> str:
-    """inert text, escaped for interpolation into a rich markup string or a table cell."""
-    return escape(inert(text))
-
-
-def inert_result(value: Any) -> Any:
-    """A copy of a result (dicts, lists, strings) with every string made safe for rich markup output."""
-    if isinstance(value, str):
-        return for_rich(value)
-    if isinstance(value, dict):
-        return {k: inert_result(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [inert_result(v) for v in value]
-    return value

@@ -379,10 +379,6 @@ class Report(_Record):
         report.roles, report.source_keys = roles, tuple(data)
         return report
 
-    def role(self, name: str) -> ModelInfo | None:
-        """The model a detector brought under `name` (e.g. "judge"), or None."""
-        return self.roles.get(name)
-
     def detector(self, name: str) -> DetectorRun | None:
         return next((d for d in self.detectors if d.name == name), None)
 

@@ -24,10 +24,13 @@ from report_samples import make_flags, sample_result  # noqa: E402
 from auditor.cli import main  # noqa: E402
 from auditor.reports import validate_result  # noqa: E402
 from auditor.reports.html import MAX_FLAGS, render_html  # noqa: E402
-from auditor.reports.junit import fails_gate, render_junit  # noqa: E402
+from auditor.reports.junit import render_junit  # noqa: E402
 from auditor.reports.sarif import render_sarif  # noqa: E402
 from auditor.reports.view import sample_flags  # noqa: E402
-from auditor.result import Flag  # noqa: E402
+from auditor.result import (
+    Flag,  # noqa: E402
+    fails_gate,  # noqa: E402
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = Path(__file__).resolve().parent / "schemas"

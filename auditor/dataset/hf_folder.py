@@ -128,10 +128,6 @@ class HFFolder:
         except pa.ArrowException as err:
             raise InputError(self.path, f"its data files do not share one schema ({str(err).splitlines()[0]})") from None
 
-    def close(self) -> None:
-        for source in self.sources:
-            source.close()
-
 
 def is_hf_folder(path: Path) -> bool:
     return any((path / marker).exists() for marker in MARKERS)

@@ -42,12 +42,6 @@ def _layout_or_fail(path: Path, keys: list[str], first_row: int, unit: str, prom
     return layout
 
 
-def _struct_dtype(layout: Layout) -> pl.DataType:
-    if layout.chat:
-        return pl.Struct({"messages": chat_dtype()})
-    return pl.Struct({f: pl.String for f in layout.string_fields})
-
-
 def read_jsonl(path: Path, prompt_field: str | None, completion_field: str | None, max_row_bytes: int, layout: Layout | None = None) -> RawTable:
     """The bytes were checked already (source.ByteChecker: no line over the row limit), so reading whole
     lines here is bounded. `layout`: read with this layout instead of detecting one (re-reading an export)."""

@@ -14,9 +14,9 @@ from typing import Any
 
 from auditor.reports.view import fmt_interval, fmt_num, hidden_checked, sorted_traits
 from auditor.reports.xmltext import xml_text
-from auditor.result import Report, as_report, fails_gate
+from auditor.result import Report, as_report
 
-__all__ = ["render_junit", "fails_gate"]
+__all__ = ["render_junit"]
 
 
 def _timestamp(created: Any) -> str | None:
