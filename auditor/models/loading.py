@@ -3,6 +3,7 @@ whether it fits (auditor.models.memory) before a byte of weights is read."""
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from auditor.errors import UsageError
 from auditor.models.base import Model
 from auditor.models.device import Hardware, Placement, Resolved, detect_hardware
-from auditor.models.memory import MemoryPlan, plan
+from auditor.models.memory import MemoryPlan, parameter_count, plan
 from auditor.models.refs import ModelRef
 
 _LOADED: dict[tuple, Model] = {}
@@ -89,11 +90,19 @@ def hub_kwargs(source: str | Path) -> dict:
     return kwargs
 
 
-def plan_model(ref: ModelRef, source: str | Path, resolved: Resolved, hardware: Hardware, also: int = 0) -> MemoryPlan:
+@functools.lru_cache(maxsize=64)
+def _shape(ref: ModelRef, source: str) -> tuple | None:
+    """(config, parameter count) of a local model, read once per process: the audit's preflight and the load both plan
+    it, and counting parameters builds the model on the meta device (seconds at 70B)."""
     config = model_config(ref, source)
-    if config is None:  # unreadable: no plan to make; the load reports the real problem
+    return None if config is None else (config, parameter_count(config))
+
+
+def plan_model(ref: ModelRef, source: str | Path, resolved: Resolved, hardware: Hardware, also: int = 0) -> MemoryPlan:
+    shape = _shape(replace(ref, system_prompt=None), str(source))
+    if shape is None:  # unreadable: no plan to make; the load reports the real problem
         return MemoryPlan(ref.ref, 0, resolved.dtype, 0, 0, 0, (resolved.device,))
-    return plan(ref.ref, config, resolved, hardware, also=also)
+    return plan(ref.ref, shape[0], resolved, hardware, parameters=shape[1], also=also)
 
 
 def preflight(refs: list[ModelRef | None], placement: Placement | None = None, hardware: Hardware | None = None) -> list[MemoryPlan]:
