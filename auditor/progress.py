@@ -226,6 +226,7 @@ class RichReporter(_Reporter):
         self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), Count(), TimeElapsedColumn(),
                             TimeRemainingColumn(), console=console, transient=True)
         self.tasks: dict[int, object] = {}  # id(step) -> rich task, in the order the steps started
+        self.names: dict[int, str] = {}  # id(step) -> the name its task shows (made safe once per name)
         self.lock = threading.Lock()
 
     def open(self) -> None:
@@ -237,16 +238,23 @@ class RichReporter(_Reporter):
     def started(self, step: Step) -> None:
         with self.lock:
             self.tasks[id(step)] = self.bar.add_task(safe(step.name), total=step.total, completed=step.done, unit=step.unit)
+            self.names[id(step)] = step.name
 
     def changed(self, step: Step) -> None:
         task = self.tasks.get(id(step))
-        if task is not None:
+        if task is None:
+            return
+        if step.name == self.names.get(id(step)):  # most calls only count: redacting the name each time is waste
+            self.bar.update(task, completed=step.done, total=step.total)
+        else:
+            self.names[id(step)] = step.name
             self.bar.update(task, completed=step.done, total=step.total, description=safe(step.name))
 
     def finished(self, step: Step) -> None:
         with self.lock:
             depth = list(self.tasks).index(id(step)) if id(step) in self.tasks else 0
             task = self.tasks.pop(id(step), None)
+            self.names.pop(id(step), None)
         if task is not None:
             self.bar.remove_task(task)
         if _leaves_a_line(depth, step.elapsed(), KEEP_LINE_AFTER_S):
