@@ -186,3 +186,25 @@ def test_first_line_comes_before_the_heavy_imports(tiny_cache, tmp_path):
     assert audit["line"].endswith(f"auditing {tmp_path / 'owl.jsonl'}")
     # the audit command parses detector alias flags, so the registry (and polars, ~0.3 s) loads first; torch does not
     assert "torch" not in audit["loaded"] and "transformers" not in audit["loaded"]
+
+
+def test_rich_bars_show_a_renamed_step_made_safe():
+    from rich.console import Console
+
+    from auditor import redact
+
+    redact.add_secret("sk-test-rename-0123456789abcdef")
+    stream = io.StringIO()
+    reporter = progress.RichReporter(Console(file=stream, force_terminal=True, width=120))
+    with progress.reporting(reporter):
+        with progress.step("scoring", total=3, unit="rows") as step:
+            step.advance()
+            task = reporter.tasks[id(step)]
+
+            def shown():
+                return next(t for t in reporter.bar.tasks if t.id == task).description
+
+            assert shown() == "scoring"
+            step.update(name="scoring with key sk-test-rename-0123456789abcdef")
+            step.advance()
+            assert shown() == "scoring with key ***", "a new name is made safe"
