@@ -27,7 +27,7 @@ from auditor import tempfiles
 from auditor.dataset import readers
 from auditor.dataset.digest import digest_expr
 from auditor.dataset.schema import Layout, normalise
-from auditor.dataset.source import CHUNK, open_source
+from auditor.dataset.source import CHUNK, HashingReader, open_source
 from auditor.errors import InputError, InternalError, OutputError
 from auditor.flagspool import digest_key, iter_batches
 from auditor.io import _problem, refuse_overwrites
@@ -101,19 +101,6 @@ class _HashingWriter:
         return self.digest.hexdigest()
 
 
-class _HashingReader:
-    def __init__(self, raw):
-        self.raw, self.digest = raw, hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.digest.update(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-
 def _lines(handle):
     """Lines split on b"\\n" alone (the reader's numbering), each with its newline; the last may lack one."""
     pending = b""
@@ -135,7 +122,7 @@ def _copy_lines(dataset, drop: np.ndarray, writer: _HashingWriter) -> int:
     kept = 0
     try:
         with source.open() as raw:
-            hashed = _HashingReader(raw)
+            hashed = HashingReader(raw)
             text = gzip.GzipFile(fileobj=hashed, mode="rb") if dataset.format.endswith(".gz") else hashed
             for number, line in enumerate(_lines(text), 1):
                 if number < len(dropped) and dropped[number]:

@@ -22,7 +22,16 @@ from auditor.dataset import readers
 from auditor.dataset.digest import digest_expr, digest_text
 from auditor.dataset.hf_folder import HFFolder, is_hf_folder
 from auditor.dataset.schema import Layout, normalise
-from auditor.dataset.source import CHUNK, DEFAULT_MAX_INPUT_GIB, ByteChecker, Source, check_kind, hash_and_check, open_source
+from auditor.dataset.source import (
+    CHUNK,
+    DEFAULT_MAX_INPUT_GIB,
+    ByteChecker,
+    HashingReader,
+    Source,
+    check_kind,
+    hash_and_check,
+    open_source,
+)
 from auditor.errors import InputError, OutputError
 
 __all__ = ["Dataset", "load_dataset", "digest_expr", "digest_text", "DEFAULT_MAX_ROW_MIB", "DEFAULT_MAX_INPUT_GIB"]
@@ -94,7 +103,7 @@ def _gunzip(source: Source, inner_suffix: str, checker: ByteChecker, piece_bytes
         with source.open() as raw:
             dst = open(pieces[0], "wb")  # noqa: SIM115 (closed below, piece by piece)
             written = 0
-            hashed = _HashingReader(raw, digest)
+            hashed = HashingReader(raw, digest)
             with gzip.GzipFile(fileobj=hashed, mode="rb") as src:
                 while chunk := src.read1(CHUNK):  # read1: a read() would drop what it got before the stream ended
                     checker.feed(chunk)
@@ -128,22 +137,6 @@ def _gunzip(source: Source, inner_suffix: str, checker: ByteChecker, piece_bytes
         raise
     source.sha256, source.size = digest.hexdigest(), hashed.size
     return [p for p in pieces if p.stat().st_size or p == pieces[0]], folder
-
-
-class _HashingReader:
-    """A file wrapper that hashes what is read through it."""
-
-    def __init__(self, raw, digest):
-        self.raw, self.digest, self.size = raw, digest, 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
 
 
 def _format_of(path: Path, source: Source) -> tuple[str, str]:

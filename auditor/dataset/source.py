@@ -185,3 +185,19 @@ def hash_and_check(source: Source, checker: ByteChecker | None) -> None:
     if checker is not None:
         checker.finish()
     source.sha256, source.size = digest.hexdigest(), size
+
+
+class HashingReader:
+    """A file wrapper that hashes (sha256, or the `digest` given) and counts what is read through it."""
+
+    def __init__(self, raw, digest=None):
+        self.raw, self.digest, self.size = raw, digest or hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
